@@ -1,0 +1,43 @@
+# berth — the two commands of the quick start are `make demo` and `make test`.
+# Both install what they need (Debian packages, a Python venv for the aws CLI/boto3).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV ?= $(CURDIR)/.venv
+export VENV
+
+.PHONY: all build release deps test test-rust test-integration lint demo bench clean
+
+all: build
+
+build:
+	$(CARGO) build --bin berth
+
+release:
+	$(CARGO) build --release --bin berth
+
+deps:
+	bash scripts/test-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-rust:
+	$(CARGO) test --workspace
+
+test-integration: build
+	BERTH_BIN=$(CURDIR)/target/debug/berth $(VENV)/bin/pytest -q -ra tests
+
+# The whole suite: lint, unit tests, integration tests with real clients.
+test: deps lint test-rust test-integration
+
+demo: deps build
+	bash scripts/demo.sh
+
+bench: deps release
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

@@ -1,0 +1,116 @@
+//! The AWS JSON 1.1 side of the front door: `X-Amz-Target` parsing, SigV4
+//! authentication, dispatch to the service crates and AWS-shaped errors — each
+//! rendered in exactly one place, [`AwsError::response`].
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use berth_registry::Body;
+
+/// The services this front door routes to, by target prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Ecr,
+}
+
+impl Service {
+    /// The SigV4 signing name the credential scope must carry (botocore's `signingName`).
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Service::Ecr => "ecr",
+        }
+    }
+}
+
+/// Splits `X-Amz-Target: Prefix.Operation`.
+pub fn parse_target(target: &str) -> Result<(Service, &str), AwsError> {
+    let (prefix, op) = target
+        .split_once('.')
+        .ok_or_else(|| AwsError::unknown_operation(target))?;
+    let service = match prefix {
+        "AmazonEC2ContainerRegistry_V20150921" => Service::Ecr,
+        _ => return Err(AwsError::unknown_operation(target)),
+    };
+    if op.is_empty() || !op.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(AwsError::unknown_operation(target));
+    }
+    Ok((service, op))
+}
+
+/// An error as the AWS JSON protocol renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsError {
+    pub status: u16,
+    pub type_name: String,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(status: u16, type_name: &str, message: impl Into<String>) -> Self {
+        AwsError { status, type_name: type_name.to_string(), message: message.into() }
+    }
+    pub fn unknown_operation(target: &str) -> Self {
+        let shown: String = target.chars().take(120).collect();
+        AwsError::new(400, "UnknownOperationException", format!(
+            "X-Amz-Target '{shown}' names no operation berth serves (expected e.g. AmazonEC2ContainerRegistry_V20150921.DescribeRepositories)"
+        ))
+    }
+    pub fn response(&self) -> Response<Body> {
+        let body = serde_json::json!({"__type": self.type_name, "message": self.message});
+        let mut r = Response::new(Body::full(body.to_string()));
+        *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
+        if let Ok(v) = HeaderValue::from_str(&self.type_name) {
+            r.headers_mut().insert("x-amzn-ErrorType", v);
+        }
+        r
+    }
+}
+
+/// Maps a SigV4 failure to the error AWS gives for it.
+pub fn sigv4_error(e: &berth_sigv4::Sigv4Error) -> AwsError {
+    use berth_sigv4::Sigv4Error as E;
+    match e {
+        E::SignatureMismatch { canonical_request, string_to_sign } => AwsError::new(
+            403,
+            "InvalidSignatureException",
+            format!(
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.\n\nThe Canonical String for this request should have been\n'{canonical_request}'\n\nThe String-to-Sign should have been\n'{string_to_sign}'\n"
+            ),
+        ),
+        E::Expired { .. } | E::NotYetCurrent { .. } => AwsError::new(
+            403,
+            "InvalidSignatureException",
+            format!("{}; check the clock of the machine that signed the request", capitalise(&e.to_string())),
+        ),
+        other => AwsError::new(403, "IncompleteSignatureException", capitalise(&other.to_string())),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+pub fn ecr_error(e: &berth_ecr::EcrError) -> AwsError {
+    AwsError::new(e.status(), e.type_name(), e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Targets route by prefix; anything else is UnknownOperationException.
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("AmazonEC2ContainerRegistry_V20150921.CreateRepository"),
+            Ok((Service::Ecr, "CreateRepository"))
+        );
+        for bad in ["", "Nope.CreateRepository", "AmazonEC2ContainerRegistry_V20150921.", "AmazonEC2ContainerRegistry_V20150921.A/B"] {
+            assert_eq!(parse_target(bad).unwrap_err().type_name, "UnknownOperationException", "{bad}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! berth's front door: one HTTP listener for the registry (`/v2/`) and the AWS APIs
+//! (`POST /`, routed on `X-Amz-Target`).
+//!
+//! - [`identity`]: access keys, the account id, registry passwords;
+//! - [`aws`]: target parsing and AWS JSON error rendering (the only place errors
+//!   become HTTP);
+//! - [`server`]: the listener, authentication (SigV4; registry Basic/Bearer), request
+//!   spans, background jobs.
+//!
+//! The boundary: nothing reaches a service crate unauthenticated.
+#![forbid(unsafe_code)]
+
+pub mod aws;
+pub mod identity;
+pub mod server;
+
+pub use server::{open_registry, run, serve, App, ServerConfig, ServerError};

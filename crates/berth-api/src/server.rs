@@ -1,0 +1,398 @@
+//! The listener: one HTTP port serving the registry at `/v2/` and the AWS APIs at
+//! `POST /`. Every request gets a tracing span; authentication happens here, before
+//! any service code runs.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use berth_ecr::Ecr;
+use berth_registry::{Body, Registry};
+use berth_state::{Embedded, Store};
+
+use crate::aws::{self, AwsError, Service};
+use crate::identity::Identities;
+
+/// Largest AWS API request body (ECR's PutImage carries at most a 4 MiB manifest,
+/// JSON-escaped).
+pub const MAX_API_BODY: usize = 10 * 1024 * 1024;
+/// Largest clock difference SigV4 accepts (AWS: 15 minutes).
+pub const MAX_CLOCK_SKEW_SECS: u64 = 15 * 60;
+
+/// How the server is run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where everything berth stores lives.
+    pub data_dir: PathBuf,
+    /// Seconds between lifecycle-policy runs.
+    pub lifecycle_interval_secs: u64,
+    /// Seconds between garbage collections (0: never in the background).
+    pub gc_interval_secs: u64,
+    /// Unreferenced blobs younger than this many seconds survive GC (pushes in flight).
+    pub gc_grace_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open state in {0}")]
+    State(String, #[source] berth_state::StateError),
+    #[error("cannot open registry storage in {0}")]
+    Registry(String, #[source] berth_registry::RegistryError),
+    #[error("cannot set up identities")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("cannot accept connections")]
+    Accept(#[source] std::io::Error),
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    pub registry: Arc<Registry>,
+    pub ecr: Ecr,
+    pub identities: Identities,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish()
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Opens the state store and the registry in `data_dir` (shared by the server and `berth gc`).
+pub fn open_registry(data_dir: &Path) -> Result<(Arc<dyn Store>, Arc<Registry>), ServerError> {
+    let state_dir = data_dir.join("state");
+    let store: Arc<dyn Store> = Arc::new(
+        Embedded::open(&state_dir).map_err(|e| ServerError::State(state_dir.display().to_string(), e))?,
+    );
+    let reg_dir = data_dir.join("registry");
+    let registry = Arc::new(
+        Registry::open(&reg_dir, store.clone()).map_err(|e| ServerError::Registry(reg_dir.display().to_string(), e))?,
+    );
+    Ok((store, registry))
+}
+
+impl App {
+    pub fn open(config: &ServerConfig) -> Result<Arc<App>, ServerError> {
+        let (store, registry) = open_registry(&config.data_dir)?;
+        let identities = Identities::open(store, &config.data_dir.join("credentials"), now_unix())?;
+        Ok(Arc::new(App { ecr: Ecr::new(registry.clone()), registry, identities }))
+    }
+}
+
+/// Serves connections from `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handle(app, peer, req).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Runs the periodic lifecycle-policy and GC jobs until the process ends.
+pub fn spawn_background(app: Arc<App>, config: &ServerConfig) {
+    let lc = config.lifecycle_interval_secs.max(1);
+    let reg = app.registry.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(lc));
+        loop {
+            tick.tick().await;
+            let reg = reg.clone();
+            let _ = tokio::task::spawn_blocking(move || berth_ecr::apply_lifecycle_policies(&reg, now_unix())).await;
+        }
+    });
+    if config.gc_interval_secs > 0 {
+        let (every, grace) = (config.gc_interval_secs, config.gc_grace_secs);
+        let reg = app.registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(every));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let reg = reg.clone();
+                match tokio::task::spawn_blocking(move || reg.gc(grace, grace.max(24 * 3600))).await {
+                    Ok(Ok(r)) => tracing::info!(removed = r.blobs_removed, bytes = r.bytes_removed, kept = r.blobs_kept, "garbage collection"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// One request, start to finish.
+pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), %peer, status = tracing::field::Empty);
+    async move {
+        let started = std::time::Instant::now();
+        let path = req.uri().path().to_string();
+        let mut resp = if path == "/v2" || path.starts_with("/v2/") {
+            registry_request(&app, req).await
+        } else if path == "/" && req.method() == Method::POST {
+            aws_request(&app, req).await
+        } else if path == "/health" || path == "/ping" {
+            Response::new(Body::full("ok\n"))
+        } else {
+            AwsError::new(404, "UnknownOperationException", format!(
+                "{} {path} is not an endpoint of berth: the AWS APIs are POST / with X-Amz-Target, the registry is /v2/",
+                req.method()
+            ))
+            .response()
+        };
+        let status = resp.status().as_u16();
+        tracing::Span::current().record("status", status);
+        tracing::info!(status, elapsed_ms = started.elapsed().as_millis() as u64, "handled");
+        resp.headers_mut().insert(header::SERVER, HeaderValue::from_static("berth"));
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+fn challenge(message: &str) -> Response<Body> {
+    let mut r = berth_registry::http::error_code_response(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth\""));
+    r
+}
+
+/// Checks registry credentials: Basic `AWS:<password>` or `Bearer <password>`.
+fn registry_auth(app: &App, value: Option<&HeaderValue>) -> Result<String, String> {
+    let value = value
+        .and_then(|v| v.to_str().ok())
+        .ok_or("authentication required: run 'aws ecr get-login-password | docker login --username AWS --password-stdin <registry>'")?;
+    let password = if let Some(b64) = value.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| "malformed Basic credentials")?;
+        let decoded = String::from_utf8(decoded).map_err(|_| "malformed Basic credentials")?;
+        let (user, pw) = decoded.split_once(':').ok_or("malformed Basic credentials")?;
+        if user != "AWS" {
+            return Err(format!("user '{user}' is unknown: log in as user AWS with the password from 'aws ecr get-login-password'"));
+        }
+        pw.to_string()
+    } else if let Some(t) = value.strip_prefix("Bearer ") {
+        t.trim().to_string()
+    } else {
+        return Err("unsupported authorization scheme: use Basic or Bearer".into());
+    };
+    app.identities.check_password(&password, now_unix()).map_err(|e| e.to_string())
+}
+
+async fn registry_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let mut resp = match registry_auth(app, req.headers().get(header::AUTHORIZATION)) {
+        Ok(akid) => {
+            tracing::debug!(access_key_id = %akid, "registry caller");
+            berth_registry::http::handle(app.registry.clone(), req).await
+        }
+        Err(msg) => challenge(&msg),
+    };
+    resp.headers_mut()
+        .insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+async fn aws_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    match aws_call(app, req).await {
+        Ok(v) => {
+            let mut r = Response::new(Body::full(v.to_string()));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
+            r
+        }
+        Err(e) => {
+            tracing::debug!(error_type = %e.type_name, message = %e.message, "aws call refused");
+            e.response()
+        }
+    }
+}
+
+async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::Value, AwsError> {
+    let (parts, body) = req.into_parts();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| AwsError::new(400, "UnknownOperationException", "missing X-Amz-Target header: say which operation to run, e.g. AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"))?
+        .to_string();
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        if len > MAX_API_BODY {
+            return Err(too_large());
+        }
+    }
+    let body = read_body(body, MAX_API_BODY).await?;
+    let akid = authenticate(app, &parts, &body, None)?;
+    let (service, op) = aws::parse_target(&target)?;
+    check_scope(&parts, service)?;
+    tracing::info!(access_key_id = %akid, op, "aws call");
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let region = scope_region(&parts).unwrap_or_else(|| "us-east-1".into());
+    match service {
+        Service::Ecr => {
+            let (pw, exp) = app
+                .identities
+                .registry_password(&akid, now_unix())
+                .ok_or_else(|| AwsError::new(403, "UnrecognizedClientException", "The security token included in the request is invalid."))?;
+            let ctx = berth_ecr::Context {
+                host,
+                region,
+                account: app.identities.account().to_string(),
+                registry_password: pw,
+                password_expires_at: exp as f64,
+            };
+            let app = app.clone();
+            let op = op.to_string();
+            tokio::task::spawn_blocking(move || app.ecr.call(&op, &body, &ctx))
+                .await
+                .map_err(|_| AwsError::new(500, "ServerException", "the operation was aborted"))?
+                .map_err(|e| aws::ecr_error(&e))
+        }
+    }
+}
+
+fn too_large() -> AwsError {
+    AwsError::new(413, "SerializationException", format!("request body is larger than {MAX_API_BODY} bytes"))
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, AwsError> {
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| AwsError::new(400, "SerializationException", format!("could not read the request body: {e}")))?;
+        if let Ok(d) = frame.into_data() {
+            if out.len() + d.len() > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&d);
+        }
+    }
+    Ok(out)
+}
+
+fn scope_region(parts: &http::request::Parts) -> Option<String> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    berth_sigv4::parse_authorization(v).ok().map(|a| a.region)
+}
+
+fn check_scope(parts: &http::request::Parts, service: Service) -> Result<(), AwsError> {
+    let v = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Ok(a) = berth_sigv4::parse_authorization(v) {
+        if a.service != service.signing_name() {
+            return Err(AwsError::new(
+                403,
+                "InvalidSignatureException",
+                format!("Credential should be scoped to correct service: '{}'.", service.signing_name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the SigV4 signature of a request; returns the caller's access key id.
+pub fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], now: Option<u64>) -> Result<String, AwsError> {
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| AwsError::new(403, "MissingAuthenticationTokenException", "Missing Authentication Token: sign requests with SigV4 (the aws CLI and boto3 do this with the keys in <data-dir>/credentials)"))?
+        .to_str()
+        .map_err(|_| AwsError::new(403, "IncompleteSignatureException", "Authorization header is not valid ASCII"))?;
+    let parsed = berth_sigv4::parse_authorization(auth).map_err(|e| aws::sigv4_error(&e))?;
+    let secret = app
+        .identities
+        .secret(&parsed.access_key_id)
+        .ok_or_else(|| AwsError::new(403, "UnrecognizedClientException", "The security token included in the request is invalid."))?;
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(parts.headers.len());
+    for (k, v) in parts.headers.iter() {
+        let v = v
+            .to_str()
+            .map_err(|_| AwsError::new(400, "IncompleteSignatureException", format!("header {k} is not valid ASCII")))?;
+        headers.push((k.as_str(), v));
+    }
+    let payload_hash = match parts.headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
+        Some(h) if h != "UNSIGNED-PAYLOAD" => {
+            if h != berth_sigv4::sha256_hex(body) {
+                return Err(AwsError::new(400, "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed."));
+            }
+            h.to_string()
+        }
+        _ => berth_sigv4::sha256_hex(body),
+    };
+    let req = berth_sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        payload_sha256_hex: &payload_hash,
+    };
+    berth_sigv4::verify(&req, &parsed, &secret, now.unwrap_or_else(now_unix), MAX_CLOCK_SKEW_SECS)
+        .map_err(|e| aws::sigv4_error(&e))?;
+    Ok(parsed.access_key_id)
+}
+
+/// Binds `addr` and runs the server until Ctrl-C or SIGTERM.
+pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), ServerError> {
+    let app = App::open(&config)?;
+    spawn_background(app.clone(), &config);
+    let addr = listener.local_addr().map_err(ServerError::Accept)?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth server listening (registry at /v2/, AWS APIs at POST /)");
+    serve(listener, app, shutdown_signal()).await?;
+    tracing::info!("berth server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+

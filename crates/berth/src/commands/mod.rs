@@ -1,0 +1,3 @@
+//! One module per `berth` subcommand.
+pub mod gc;
+pub mod server;

@@ -1,0 +1,55 @@
+//! The `berth` binary: parses arguments, sets up logging and the runtime, and calls
+//! into the crates. Each subcommand lives in its own file under `commands/`.
+#![forbid(unsafe_code)]
+
+mod commands;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// berth: the AWS container stack (ECR today; ECS, ALB and Cloud Map to come) as one
+/// self-hosted system.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax, e.g. "info" or "berth_api=debug"); RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the berth server in the foreground: registry at /v2/, AWS APIs at POST /.
+    Server(commands::server::Args),
+    /// Remove registry blobs no image references (run while the server is stopped).
+    Gc(commands::gc::Args),
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Server(a) => commands::server::run(a),
+        Command::Gc(a) => commands::gc::run(a),
+    }
+}
