@@ -172,6 +172,8 @@ pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> 
             registry_request(&app, req).await
         } else if path == "/" && req.method() == Method::POST {
             aws_request(&app, req).await
+        } else if path == "/token" && req.method() == Method::GET {
+            token_request(&app, &req)
         } else if path == "/health" || path == "/ping" {
             Response::new(Body::full("ok\n"))
         } else {
@@ -218,6 +220,47 @@ fn registry_auth(app: &App, value: Option<&HeaderValue>) -> Result<String, Strin
         return Err("unsupported authorization scheme: use Basic or Bearer".into());
     };
     app.identities.check_password(&password, now_unix()).map_err(|e| e.to_string())
+}
+
+/// The Docker token-auth endpoint (`GET /token?service=…&scope=…`, Basic
+/// `AWS:<password>`): hands back a Bearer token for clients that use the token flow.
+fn token_request(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    match registry_auth(app, req.headers().get(header::AUTHORIZATION)) {
+        Ok(_) => {
+            let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let token = match value.strip_prefix("Bearer ") {
+                Some(t) => t.trim().to_string(),
+                None => base64::engine::general_purpose::STANDARD
+                    .decode(value.trim_start_matches("Basic ").trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|s| s.split_once(':').map(|(_, p)| p.to_string()))
+                    .unwrap_or_default(),
+            };
+            let expires_in = token
+                .split('.')
+                .nth(1)
+                .and_then(|e| e.parse::<u64>().ok())
+                .map(|e| e.saturating_sub(now_unix()))
+                .unwrap_or(0);
+            let body = serde_json::json!({
+                "token": token,
+                "access_token": token,
+                "expires_in": expires_in,
+                "issued_at": rfc3339(now_unix()),
+            });
+            let mut r = Response::new(Body::full(body.to_string()));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(msg) => challenge(&msg),
+    }
+}
+
+/// `2026-11-25T00:00:00Z` for a Unix time.
+fn rfc3339(unix: u64) -> String {
+    let a = berth_sigv4::format_amz_date(unix);
+    format!("{}-{}-{}T{}:{}:{}Z", &a[0..4], &a[4..6], &a[6..8], &a[9..11], &a[11..13], &a[13..15])
 }
 
 async fn registry_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {

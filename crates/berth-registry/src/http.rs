@@ -461,6 +461,7 @@ where
     match want {
         None => Ok(empty(StatusCode::ACCEPTED, &upload_headers(&name, &id, 0))),
         Some(d) => {
+            let _writer = reg.begin_write(&id)?;
             let (path, len) = reg.upload(&name, &id)?;
             let (hasher, len) = append(&reg, &id, &path, len, req.into_body()).await?;
             finish(&reg, &name, &id, &d, hasher, len).await
@@ -566,7 +567,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let (path, len) = reg.upload(&name, &id)?;
+    let (_, len) = reg.upload(&name, &id)?;
     match method {
         Method::GET => Ok(empty(StatusCode::NO_CONTENT, &upload_headers(&name, &id, len))),
         Method::DELETE => {
@@ -574,6 +575,8 @@ where
             Ok(empty(StatusCode::NO_CONTENT, &[]))
         }
         Method::PATCH | Method::PUT => {
+            let _writer = reg.begin_write(&id)?;
+            let (path, len) = reg.upload(&name, &id)?;
             let want = if method == Method::PUT {
                 let d = param(params, "digest").ok_or_else(|| {
                     RegistryError::DigestInvalid("PUT to finish an upload requires ?digest=<digest>".into())

@@ -87,6 +87,23 @@ pub struct Registry {
     /// Held shared by anything that makes a blob referenced; exclusively by GC.
     gc: RwLock<()>,
     hashes: Mutex<HashMap<String, UploadHash>>,
+    /// Uploads a request is writing to right now: one writer per upload.
+    writing: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Marks an upload as being written by one request; released on drop.
+pub struct WriteGuard {
+    id: String,
+    writing: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        self.writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -132,6 +149,7 @@ impl Registry {
             meta: Mutex::new(()),
             gc: RwLock::new(()),
             hashes: Mutex::new(HashMap::new()),
+            writing: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -479,6 +497,20 @@ impl Registry {
         }
         let len = self.content.upload_len(id).ok_or_else(unknown)?;
         Ok((path, len))
+    }
+
+    /// Claims upload `id` for one writing request; a second concurrent writer is refused.
+    pub fn begin_write(&self, id: &str) -> Result<WriteGuard, RegistryError> {
+        let mut w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if !w.insert(id.to_string()) {
+            return Err(RegistryError::UploadInvalid(format!(
+                "upload {id} is being written by another request; send chunks one at a time"
+            )));
+        }
+        Ok(WriteGuard {
+            id: id.to_string(),
+            writing: self.writing.clone(),
+        })
     }
 
     /// Takes the running hash of an upload (rebuilt from the file if it was lost).
