@@ -46,7 +46,11 @@ pub struct AwsError {
 
 impl AwsError {
     pub fn new(status: u16, type_name: &str, message: impl Into<String>) -> Self {
-        AwsError { status, type_name: type_name.to_string(), message: message.into() }
+        AwsError {
+            status,
+            type_name: type_name.to_string(),
+            message: message.into(),
+        }
     }
     pub fn unknown_operation(target: &str) -> Self {
         let shown: String = target.chars().take(120).collect();
@@ -58,7 +62,10 @@ impl AwsError {
         let body = serde_json::json!({"__type": self.type_name, "message": self.message});
         let mut r = Response::new(Body::full(body.to_string()));
         *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
         if let Ok(v) = HeaderValue::from_str(&self.type_name) {
             r.headers_mut().insert("x-amzn-ErrorType", v);
         }
@@ -109,8 +116,17 @@ mod tests {
             parse_target("AmazonEC2ContainerRegistry_V20150921.CreateRepository"),
             Ok((Service::Ecr, "CreateRepository"))
         );
-        for bad in ["", "Nope.CreateRepository", "AmazonEC2ContainerRegistry_V20150921.", "AmazonEC2ContainerRegistry_V20150921.A/B"] {
-            assert_eq!(parse_target(bad).unwrap_err().type_name, "UnknownOperationException", "{bad}");
+        for bad in [
+            "",
+            "Nope.CreateRepository",
+            "AmazonEC2ContainerRegistry_V20150921.",
+            "AmazonEC2ContainerRegistry_V20150921.A/B",
+        ] {
+            assert_eq!(
+                parse_target(bad).unwrap_err().type_name,
+                "UnknownOperationException",
+                "{bad}"
+            );
         }
     }
 }

@@ -60,7 +60,9 @@ pub struct Identities {
 
 impl std::fmt::Debug for Identities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identities").field("account", &self.account).finish()
+        f.debug_struct("Identities")
+            .field("account", &self.account)
+            .finish()
     }
 }
 
@@ -86,7 +88,11 @@ fn mac(secret: &str, msg: &str) -> Vec<u8> {
 impl Identities {
     /// Loads identities, creating the account and the admin key on first start, and
     /// (re)writes `credentials_path` for the admin key if it is missing.
-    pub fn open(store: Arc<dyn Store>, credentials_path: &Path, now: u64) -> Result<Self, IdentityError> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        credentials_path: &Path,
+        now: u64,
+    ) -> Result<Self, IdentityError> {
         let account = match store.get("iam/account") {
             Some(e) => e.value,
             None => {
@@ -97,7 +103,10 @@ impl Identities {
                 // Only the first writer wins; a concurrent start reads the winner's.
                 match store.txn(
                     &[Compare::absent("iam/account")],
-                    vec![Op::Put { key: "iam/account".into(), value: acct.clone() }],
+                    vec![Op::Put {
+                        key: "iam/account".into(),
+                        value: acct.clone(),
+                    }],
                 ) {
                     Ok(_) => acct,
                     Err(_) => store.get("iam/account").map(|e| e.value).unwrap_or(acct),
@@ -114,8 +123,15 @@ impl Identities {
             None => {
                 let akid = format!("AKIA{}", random_string(16, UPPER_DIGITS)?);
                 let secret = random_string(40, SECRET_ALPHABET)?;
-                let rec = KeyRecord { secret: secret.clone(), user: "admin".into(), created_at: now };
-                ids.store.put(&format!("iam/keys/{akid}"), serde_json::to_string(&rec).expect("serialises"))?;
+                let rec = KeyRecord {
+                    secret: secret.clone(),
+                    user: "admin".into(),
+                    created_at: now,
+                };
+                ids.store.put(
+                    &format!("iam/keys/{akid}"),
+                    serde_json::to_string(&rec).expect("serialises"),
+                )?;
                 tracing::info!(access_key_id = %akid, "created admin identity");
                 (akid, secret)
             }
@@ -136,7 +152,9 @@ impl Identities {
             return None;
         }
         let e = self.store.get(&format!("iam/keys/{access_key_id}"))?;
-        serde_json::from_str::<KeyRecord>(&e.value).ok().map(|r| r.secret)
+        serde_json::from_str::<KeyRecord>(&e.value)
+            .ok()
+            .map(|r| r.secret)
     }
 
     /// A registry password for `access_key_id` and when it expires.
@@ -144,13 +162,21 @@ impl Identities {
         let secret = self.secret(access_key_id)?;
         let expires = now + REGISTRY_PASSWORD_TTL_SECS;
         let msg = format!("berth-registry:{access_key_id}:{expires}");
-        Some((format!("{access_key_id}.{expires}.{}", hex::encode(mac(&secret, &msg))), expires))
+        Some((
+            format!(
+                "{access_key_id}.{expires}.{}",
+                hex::encode(mac(&secret, &msg))
+            ),
+            expires,
+        ))
     }
 
     /// Checks a registry password; returns the access key it was issued to.
     pub fn check_password(&self, password: &str, now: u64) -> Result<String, PasswordError> {
         let mut parts = password.trim().split('.');
-        let (Some(akid), Some(exp), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(akid), Some(exp), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(PasswordError::Malformed);
         };
         let expires: u64 = exp.parse().map_err(|_| PasswordError::Malformed)?;
@@ -167,7 +193,10 @@ impl Identities {
 }
 
 fn write_credentials(path: &Path, akid: &str, secret: &str) -> Result<(), IdentityError> {
-    let err = |source| IdentityError::WriteCredentials { path: path.display().to_string(), source };
+    let err = |source| IdentityError::WriteCredentials {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -176,7 +205,11 @@ fn write_credentials(path: &Path, akid: &str, secret: &str) -> Result<(), Identi
         .mode(0o600)
         .open(&tmp)
         .map_err(err)?;
-    write!(f, "[default]\naws_access_key_id = {akid}\naws_secret_access_key = {secret}\n").map_err(err)?;
+    write!(
+        f,
+        "[default]\naws_access_key_id = {akid}\naws_secret_access_key = {secret}\n"
+    )
+    .map_err(err)?;
     f.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)?;
     Ok(())
@@ -201,7 +234,10 @@ mod tests {
         let path = dir.path().join("credentials");
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("[default]\naws_access_key_id = AKIA"));
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let akid = text.lines().nth(1).unwrap().split(" = ").nth(1).unwrap();
         let secret = text.lines().nth(2).unwrap().split(" = ").nth(1).unwrap();
         assert_eq!(ids.secret(akid).as_deref(), Some(secret));
@@ -216,10 +252,19 @@ mod tests {
         let akid = text.lines().nth(1).unwrap().split(" = ").nth(1).unwrap();
         let (pw, exp) = ids.registry_password(akid, 1000).unwrap();
         assert_eq!(ids.check_password(&pw, 1000).as_deref(), Ok(akid));
-        assert_eq!(ids.check_password(&pw, exp + 1), Err(PasswordError::Expired));
+        assert_eq!(
+            ids.check_password(&pw, exp + 1),
+            Err(PasswordError::Expired)
+        );
         let tampered = pw.replace(&exp.to_string(), &(exp + 100).to_string());
-        assert_eq!(ids.check_password(&tampered, 1000), Err(PasswordError::BadMac));
-        assert_eq!(ids.check_password("nonsense", 1000), Err(PasswordError::Malformed));
+        assert_eq!(
+            ids.check_password(&tampered, 1000),
+            Err(PasswordError::BadMac)
+        );
+        assert_eq!(
+            ids.check_password("nonsense", 1000),
+            Err(PasswordError::Malformed)
+        );
         assert!(ids.registry_password("AKIANOPE", 1000).is_none());
     }
 }

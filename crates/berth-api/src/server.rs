@@ -69,18 +69,23 @@ impl std::fmt::Debug for App {
 }
 
 pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Opens the state store and the registry in `data_dir` (shared by the server and `berth gc`).
 pub fn open_registry(data_dir: &Path) -> Result<(Arc<dyn Store>, Arc<Registry>), ServerError> {
     let state_dir = data_dir.join("state");
     let store: Arc<dyn Store> = Arc::new(
-        Embedded::open(&state_dir).map_err(|e| ServerError::State(state_dir.display().to_string(), e))?,
+        Embedded::open(&state_dir)
+            .map_err(|e| ServerError::State(state_dir.display().to_string(), e))?,
     );
     let reg_dir = data_dir.join("registry");
     let registry = Arc::new(
-        Registry::open(&reg_dir, store.clone()).map_err(|e| ServerError::Registry(reg_dir.display().to_string(), e))?,
+        Registry::open(&reg_dir, store.clone())
+            .map_err(|e| ServerError::Registry(reg_dir.display().to_string(), e))?,
     );
     Ok((store, registry))
 }
@@ -89,7 +94,11 @@ impl App {
     pub fn open(config: &ServerConfig) -> Result<Arc<App>, ServerError> {
         let (store, registry) = open_registry(&config.data_dir)?;
         let identities = Identities::open(store, &config.data_dir.join("credentials"), now_unix())?;
-        Ok(Arc::new(App { ecr: Ecr::new(registry.clone()), registry, identities }))
+        Ok(Arc::new(App {
+            ecr: Ecr::new(registry.clone()),
+            registry,
+            identities,
+        }))
     }
 }
 
@@ -140,7 +149,10 @@ pub fn spawn_background(app: Arc<App>, config: &ServerConfig) {
         loop {
             tick.tick().await;
             let reg = reg.clone();
-            let _ = tokio::task::spawn_blocking(move || berth_ecr::apply_lifecycle_policies(&reg, now_unix())).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                berth_ecr::apply_lifecycle_policies(&reg, now_unix())
+            })
+            .await;
         }
     });
     if config.gc_interval_secs > 0 {
@@ -152,8 +164,14 @@ pub fn spawn_background(app: Arc<App>, config: &ServerConfig) {
             loop {
                 tick.tick().await;
                 let reg = reg.clone();
-                match tokio::task::spawn_blocking(move || reg.gc(grace, grace.max(24 * 3600))).await {
-                    Ok(Ok(r)) => tracing::info!(removed = r.blobs_removed, bytes = r.bytes_removed, kept = r.blobs_kept, "garbage collection"),
+                match tokio::task::spawn_blocking(move || reg.gc(grace, grace.max(24 * 3600))).await
+                {
+                    Ok(Ok(r)) => tracing::info!(
+                        removed = r.blobs_removed,
+                        bytes = r.bytes_removed,
+                        kept = r.blobs_kept,
+                        "garbage collection"
+                    ),
                     Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
                     Err(_) => {}
                 }
@@ -194,8 +212,15 @@ pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> 
 }
 
 fn challenge(message: &str) -> Response<Body> {
-    let mut r = berth_registry::http::error_code_response(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth\""));
+    let mut r = berth_registry::http::error_code_response(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        message,
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"berth\""),
+    );
     r
 }
 
@@ -209,7 +234,9 @@ fn registry_auth(app: &App, value: Option<&HeaderValue>) -> Result<String, Strin
             .decode(b64.trim())
             .map_err(|_| "malformed Basic credentials")?;
         let decoded = String::from_utf8(decoded).map_err(|_| "malformed Basic credentials")?;
-        let (user, pw) = decoded.split_once(':').ok_or("malformed Basic credentials")?;
+        let (user, pw) = decoded
+            .split_once(':')
+            .ok_or("malformed Basic credentials")?;
         if user != "AWS" {
             return Err(format!("user '{user}' is unknown: log in as user AWS with the password from 'aws ecr get-login-password'"));
         }
@@ -219,7 +246,9 @@ fn registry_auth(app: &App, value: Option<&HeaderValue>) -> Result<String, Strin
     } else {
         return Err("unsupported authorization scheme: use Basic or Bearer".into());
     };
-    app.identities.check_password(&password, now_unix()).map_err(|e| e.to_string())
+    app.identities
+        .check_password(&password, now_unix())
+        .map_err(|e| e.to_string())
 }
 
 /// The Docker token-auth endpoint (`GET /token?service=…&scope=…`, Basic
@@ -227,7 +256,11 @@ fn registry_auth(app: &App, value: Option<&HeaderValue>) -> Result<String, Strin
 fn token_request(app: &App, req: &Request<Incoming>) -> Response<Body> {
     match registry_auth(app, req.headers().get(header::AUTHORIZATION)) {
         Ok(_) => {
-            let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let value = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let token = match value.strip_prefix("Bearer ") {
                 Some(t) => t.trim().to_string(),
                 None => base64::engine::general_purpose::STANDARD
@@ -250,7 +283,10 @@ fn token_request(app: &App, req: &Request<Incoming>) -> Response<Body> {
                 "issued_at": rfc3339(now_unix()),
             });
             let mut r = Response::new(Body::full(body.to_string()));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
         Err(msg) => challenge(&msg),
@@ -260,7 +296,15 @@ fn token_request(app: &App, req: &Request<Incoming>) -> Response<Body> {
 /// `2026-11-25T00:00:00Z` for a Unix time.
 fn rfc3339(unix: u64) -> String {
     let a = berth_sigv4::format_amz_date(unix);
-    format!("{}-{}-{}T{}:{}:{}Z", &a[0..4], &a[4..6], &a[6..8], &a[9..11], &a[11..13], &a[13..15])
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &a[0..4],
+        &a[4..6],
+        &a[6..8],
+        &a[9..11],
+        &a[11..13],
+        &a[13..15]
+    )
 }
 
 async fn registry_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
@@ -271,8 +315,10 @@ async fn registry_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Bo
         }
         Err(msg) => challenge(&msg),
     };
-    resp.headers_mut()
-        .insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     resp
 }
 
@@ -280,7 +326,10 @@ async fn aws_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     match aws_call(app, req).await {
         Ok(v) => {
             let mut r = Response::new(Body::full(v.to_string()));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.1"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
             r
         }
         Err(e) => {
@@ -298,7 +347,12 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AwsError::new(400, "UnknownOperationException", "missing X-Amz-Target header: say which operation to run, e.g. AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"))?
         .to_string();
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > MAX_API_BODY {
             return Err(too_large());
         }
@@ -320,7 +374,13 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
             let (pw, exp) = app
                 .identities
                 .registry_password(&akid, now_unix())
-                .ok_or_else(|| AwsError::new(403, "UnrecognizedClientException", "The security token included in the request is invalid."))?;
+                .ok_or_else(|| {
+                    AwsError::new(
+                        403,
+                        "UnrecognizedClientException",
+                        "The security token included in the request is invalid.",
+                    )
+                })?;
             let ctx = berth_ecr::Context {
                 host,
                 region,
@@ -339,14 +399,24 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
 }
 
 fn too_large() -> AwsError {
-    AwsError::new(413, "SerializationException", format!("request body is larger than {MAX_API_BODY} bytes"))
+    AwsError::new(
+        413,
+        "SerializationException",
+        format!("request body is larger than {MAX_API_BODY} bytes"),
+    )
 }
 
 async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, AwsError> {
     let mut body = body;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| AwsError::new(400, "SerializationException", format!("could not read the request body: {e}")))?;
+        let frame = frame.map_err(|e| {
+            AwsError::new(
+                400,
+                "SerializationException",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
         if let Ok(d) = frame.into_data() {
             if out.len() + d.len() > limit {
                 return Err(too_large());
@@ -363,13 +433,20 @@ fn scope_region(parts: &http::request::Parts) -> Option<String> {
 }
 
 fn check_scope(parts: &http::request::Parts, service: Service) -> Result<(), AwsError> {
-    let v = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let v = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if let Ok(a) = berth_sigv4::parse_authorization(v) {
         if a.service != service.signing_name() {
             return Err(AwsError::new(
                 403,
                 "InvalidSignatureException",
-                format!("Credential should be scoped to correct service: '{}'.", service.signing_name()),
+                format!(
+                    "Credential should be scoped to correct service: '{}'.",
+                    service.signing_name()
+                ),
             ));
         }
     }
@@ -377,7 +454,12 @@ fn check_scope(parts: &http::request::Parts, service: Service) -> Result<(), Aws
 }
 
 /// Verifies the SigV4 signature of a request; returns the caller's access key id.
-pub fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], now: Option<u64>) -> Result<String, AwsError> {
+pub fn authenticate(
+    app: &App,
+    parts: &http::request::Parts,
+    body: &[u8],
+    now: Option<u64>,
+) -> Result<String, AwsError> {
     let auth = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -388,18 +470,36 @@ pub fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], now: O
     let secret = app
         .identities
         .secret(&parsed.access_key_id)
-        .ok_or_else(|| AwsError::new(403, "UnrecognizedClientException", "The security token included in the request is invalid."))?;
+        .ok_or_else(|| {
+            AwsError::new(
+                403,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )
+        })?;
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(parts.headers.len());
     for (k, v) in parts.headers.iter() {
-        let v = v
-            .to_str()
-            .map_err(|_| AwsError::new(400, "IncompleteSignatureException", format!("header {k} is not valid ASCII")))?;
+        let v = v.to_str().map_err(|_| {
+            AwsError::new(
+                400,
+                "IncompleteSignatureException",
+                format!("header {k} is not valid ASCII"),
+            )
+        })?;
         headers.push((k.as_str(), v));
     }
-    let payload_hash = match parts.headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
+    let payload_hash = match parts
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(h) if h != "UNSIGNED-PAYLOAD" => {
             if h != berth_sigv4::sha256_hex(body) {
-                return Err(AwsError::new(400, "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed."));
+                return Err(AwsError::new(
+                    400,
+                    "XAmzContentSHA256Mismatch",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                ));
             }
             h.to_string()
         }
@@ -412,8 +512,14 @@ pub fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8], now: O
         headers: &headers,
         payload_sha256_hex: &payload_hash,
     };
-    berth_sigv4::verify(&req, &parsed, &secret, now.unwrap_or_else(now_unix), MAX_CLOCK_SKEW_SECS)
-        .map_err(|e| aws::sigv4_error(&e))?;
+    berth_sigv4::verify(
+        &req,
+        &parsed,
+        &secret,
+        now.unwrap_or_else(now_unix),
+        MAX_CLOCK_SKEW_SECS,
+    )
+    .map_err(|e| aws::sigv4_error(&e))?;
     Ok(parsed.access_key_id)
 }
 
@@ -438,4 +544,3 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
-

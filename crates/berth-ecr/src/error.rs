@@ -9,9 +9,13 @@ pub enum EcrError {
     InvalidParameter(String),
     #[error("{0}")]
     Validation(String),
-    #[error("The repository with name '{name}' already exists in the registry with id '{registry}'")]
+    #[error(
+        "The repository with name '{name}' already exists in the registry with id '{registry}'"
+    )]
     RepositoryAlreadyExists { name: String, registry: String },
-    #[error("The repository with name '{name}' does not exist in the registry with id '{registry}'")]
+    #[error(
+        "The repository with name '{name}' does not exist in the registry with id '{registry}'"
+    )]
     RepositoryNotFound { name: String, registry: String },
     #[error("The repository with name '{name}' in registry with id '{registry}' cannot be deleted because it still contains images")]
     RepositoryNotEmpty { name: String, registry: String },

@@ -64,11 +64,19 @@ impl std::fmt::Debug for Ecr {
 }
 
 fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, EcrError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| EcrError::Serialization(format!("could not parse the request body: {e}")))
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| EcrError::Serialization(format!("could not parse the request body: {e}")))
 }
 
-fn page_bounds(next_token: Option<&str>, max_results: Option<i64>) -> Result<(usize, usize), EcrError> {
+fn page_bounds(
+    next_token: Option<&str>,
+    max_results: Option<i64>,
+) -> Result<(usize, usize), EcrError> {
     let max = match max_results {
         None => DEFAULT_RESULTS,
         Some(m) if (1..=MAX_RESULTS as i64).contains(&m) => m as usize,
@@ -85,13 +93,19 @@ fn page_bounds(next_token: Option<&str>, max_results: Option<i64>) -> Result<(us
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.strip_prefix("offset:").and_then(|n| n.parse().ok()))
-            .ok_or_else(|| EcrError::InvalidParameter("Invalid parameter at 'nextToken': the token is not one berth issued".into()))?,
+            .ok_or_else(|| {
+                EcrError::InvalidParameter(
+                    "Invalid parameter at 'nextToken': the token is not one berth issued".into(),
+                )
+            })?,
     };
     Ok((start, max))
 }
 
 fn next_token(start: usize, max: usize, total: usize) -> Option<String> {
-    (start + max < total).then(|| base64::engine::general_purpose::STANDARD.encode(format!("offset:{}", start + max)))
+    (start + max < total).then(|| {
+        base64::engine::general_purpose::STANDARD.encode(format!("offset:{}", start + max))
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -172,10 +186,14 @@ struct TagFilter {
 
 fn validate_tags(tags: &[TagKv]) -> Result<(), EcrError> {
     if tags.len() > MAX_TAGS {
-        return Err(EcrError::TooManyTags(format!("a resource can have at most {MAX_TAGS} tags, got {}", tags.len())));
+        return Err(EcrError::TooManyTags(format!(
+            "a resource can have at most {MAX_TAGS} tags, got {}",
+            tags.len()
+        )));
     }
     for t in tags {
-        if t.key.is_empty() || t.key.len() > 128 || t.value.len() > 256 || t.key.starts_with("aws:") {
+        if t.key.is_empty() || t.key.len() > 128 || t.value.len() > 256 || t.key.starts_with("aws:")
+        {
             return Err(EcrError::InvalidTagParameter(format!(
                 "tag key '{}' must be 1-128 characters not starting with 'aws:' and its value at most 256 characters",
                 t.key
@@ -236,9 +254,13 @@ impl Ecr {
     }
 
     fn repo_name(&self, name: Option<String>) -> Result<String, EcrError> {
-        let name = name.ok_or_else(|| EcrError::InvalidParameter("Invalid parameter: 'repositoryName' is required".into()))?;
+        let name = name.ok_or_else(|| {
+            EcrError::InvalidParameter("Invalid parameter: 'repositoryName' is required".into())
+        })?;
         RepoName::parse(&name).map_err(|e| {
-            EcrError::InvalidParameter(format!("Invalid parameter at 'repositoryName' failed to satisfy constraint: {e}"))
+            EcrError::InvalidParameter(format!(
+                "Invalid parameter at 'repositoryName' failed to satisfy constraint: {e}"
+            ))
         })?;
         Ok(name)
     }
@@ -249,12 +271,16 @@ impl Ecr {
     }
 
     fn arn(&self, ctx: &Context, name: &str) -> String {
-        format!("arn:aws:ecr:{}:{}:repository/{name}", ctx.region, ctx.account)
+        format!(
+            "arn:aws:ecr:{}:{}:repository/{name}",
+            ctx.region, ctx.account
+        )
     }
 
     fn repo_json(&self, r: &Repository, ctx: &Context) -> Value {
         let m = meta_of(r);
-        let mut enc = json!({"encryptionType": m.encryption_type.clone().unwrap_or_else(|| "AES256".into())});
+        let mut enc =
+            json!({"encryptionType": m.encryption_type.clone().unwrap_or_else(|| "AES256".into())});
         if let Some(k) = &m.kms_key {
             enc["kmsKey"] = json!(k);
         }
@@ -276,7 +302,10 @@ impl Ecr {
         let tags = i.tags.unwrap_or_default();
         validate_tags(&tags)?;
         let mut meta = Meta {
-            scan_on_push: i.image_scanning_configuration.map(|s| s.scan_on_push).unwrap_or(false),
+            scan_on_push: i
+                .image_scanning_configuration
+                .map(|s| s.scan_on_push)
+                .unwrap_or(false),
             tags: tags.into_iter().map(|t| (t.key, t.value)).collect(),
             ..Meta::default()
         };
@@ -318,7 +347,8 @@ impl Ecr {
             next_token: Option<String>,
             max_results: Option<i64>,
         }
-        let i: In = serde_json::from_value(i).map_err(|e| EcrError::Serialization(e.to_string()))?;
+        let i: In =
+            serde_json::from_value(i).map_err(|e| EcrError::Serialization(e.to_string()))?;
         if let Some(names) = i.repository_names {
             if i.next_token.is_some() || i.max_results.is_some() {
                 return Err(EcrError::InvalidParameter(
@@ -334,7 +364,12 @@ impl Ecr {
         }
         let all = self.reg.repos();
         let (start, max) = page_bounds(i.next_token.as_deref(), i.max_results)?;
-        let page: Vec<Value> = all.iter().skip(start).take(max).map(|r| self.repo_json(r, ctx)).collect();
+        let page: Vec<Value> = all
+            .iter()
+            .skip(start)
+            .take(max)
+            .map(|r| self.repo_json(r, ctx))
+            .collect();
         let mut out = json!({"repositories": page});
         if let Some(t) = next_token(start, max, all.len()) {
             out["nextToken"] = json!(t);
@@ -352,7 +387,12 @@ impl Ecr {
         Ok(json!({"repository": self.repo_json(&repo, ctx)}))
     }
 
-    fn images(&self, name: &str, filter: Option<&TagFilter>, ctx: &Context) -> Result<Vec<berth_registry::Image>, EcrError> {
+    fn images(
+        &self,
+        name: &str,
+        filter: Option<&TagFilter>,
+        ctx: &Context,
+    ) -> Result<Vec<berth_registry::Image>, EcrError> {
         let mut images = self.reg.images(name).map_err(self.reg_err(ctx))?;
         match filter.and_then(|f| f.tag_status.as_deref()) {
             None | Some("ANY") => {}
@@ -417,7 +457,10 @@ impl Ecr {
         id: &ImageId,
     ) -> Result<&'a berth_registry::Image, (&'static str, String)> {
         if id.image_digest.is_none() && id.image_tag.is_none() {
-            return Err(("MissingDigestAndTag", "Invalid request parameters: both tag and digest cannot be null".into()));
+            return Err((
+                "MissingDigestAndTag",
+                "Invalid request parameters: both tag and digest cannot be null".into(),
+            ));
         }
         if let Some(d) = &id.image_digest {
             if Digest::parse(d).is_err() {
@@ -426,11 +469,16 @@ impl Ecr {
         }
         if let Some(t) = &id.image_tag {
             if berth_registry::names::validate_tag(t).is_err() {
-                return Err(("InvalidImageTag", format!("Invalid request parameters: image tag '{t}' is not a valid tag")));
+                return Err((
+                    "InvalidImageTag",
+                    format!("Invalid request parameters: image tag '{t}' is not a valid tag"),
+                ));
             }
         }
         let found = images.iter().find(|img| {
-            id.image_digest.as_deref().is_none_or(|d| img.digest.as_str() == d)
+            id.image_digest
+                .as_deref()
+                .is_none_or(|d| img.digest.as_str() == d)
                 && id.image_tag.as_ref().is_none_or(|t| img.tags.contains(t))
         });
         match found {
@@ -471,10 +519,14 @@ impl Ecr {
                 }
                 out
             }
-            None => images.iter().map(|img| self.image_detail(&name, img, ctx)).collect(),
+            None => images
+                .iter()
+                .map(|img| self.image_detail(&name, img, ctx))
+                .collect(),
         };
         let (start, max) = page_bounds(i.next_token.as_deref(), i.max_results)?;
-        let mut out = json!({"imageDetails": details.iter().skip(start).take(max).collect::<Vec<_>>()});
+        let mut out =
+            json!({"imageDetails": details.iter().skip(start).take(max).collect::<Vec<_>>()});
         if let Some(t) = next_token(start, max, details.len()) {
             out["nextToken"] = json!(t);
         }
@@ -515,7 +567,9 @@ impl Ecr {
                         "imageManifestMediaType": img.record.media_type,
                     }));
                 }
-                Err((code, reason)) => failures.push(json!({"imageId": id.to_json(), "failureCode": code, "failureReason": reason})),
+                Err((code, reason)) => failures.push(
+                    json!({"imageId": id.to_json(), "failureCode": code, "failureReason": reason}),
+                ),
             }
         }
         Ok(json!({"images": out, "failures": failures}))
@@ -546,13 +600,20 @@ impl Ecr {
                 }
                 _ => {
                     let referenced = images.iter().any(|other| {
-                        other.digest != img.digest && other.record.references.iter().any(|r| r == img.digest.as_str())
+                        other.digest != img.digest
+                            && other
+                                .record
+                                .references
+                                .iter()
+                                .any(|r| r == img.digest.as_str())
                     });
                     if referenced {
                         failures.push(json!({"imageId": id.to_json(), "failureCode": "ImageReferencedByManifestList", "failureReason": "Requested image is referenced by an image index; delete the index first"}));
                         continue;
                     }
-                    self.reg.delete_manifest(&name, &img.digest).map_err(self.reg_err(ctx))?;
+                    self.reg
+                        .delete_manifest(&name, &img.digest)
+                        .map_err(self.reg_err(ctx))?;
                     if img.tags.is_empty() {
                         deleted.push(json!({"imageDigest": img.digest.as_str()}));
                     }
@@ -567,12 +628,16 @@ impl Ecr {
 
     fn put_image(&self, i: ImagesInput, ctx: &Context) -> Result<Value, EcrError> {
         let name = self.repo_name(i.repository_name)?;
-        let body = i
-            .image_manifest
-            .ok_or_else(|| EcrError::InvalidParameter("Invalid parameter: 'imageManifest' is required".into()))?;
+        let body = i.image_manifest.ok_or_else(|| {
+            EcrError::InvalidParameter("Invalid parameter: 'imageManifest' is required".into())
+        })?;
         let reference = match (&i.image_tag, &i.image_digest) {
-            (Some(t), _) => Reference::parse(t).map_err(|e| EcrError::InvalidParameter(format!("Invalid parameter at 'imageTag': {e}")))?,
-            (None, Some(d)) => Reference::parse(d).map_err(|e| EcrError::InvalidParameter(format!("Invalid parameter at 'imageDigest': {e}")))?,
+            (Some(t), _) => Reference::parse(t).map_err(|e| {
+                EcrError::InvalidParameter(format!("Invalid parameter at 'imageTag': {e}"))
+            })?,
+            (None, Some(d)) => Reference::parse(d).map_err(|e| {
+                EcrError::InvalidParameter(format!("Invalid parameter at 'imageDigest': {e}"))
+            })?,
             (None, None) => Reference::Digest(Digest::sha256_of(body.as_bytes())),
         };
         if let (Some(_), Some(want)) = (&i.image_tag, &i.image_digest) {
@@ -623,7 +688,8 @@ impl Ecr {
     }
 
     fn get_authorization_token(&self, ctx: &Context) -> Value {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", ctx.registry_password));
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("AWS:{}", ctx.registry_password));
         json!({"authorizationData": [{
             "authorizationToken": token,
             "expiresAt": ctx.password_expires_at,
@@ -648,27 +714,35 @@ impl Ecr {
 
     fn put_scanning(&self, i: RepoInput, ctx: &Context) -> Result<Value, EcrError> {
         let name = self.repo_name(i.repository_name)?;
-        let scan = i.image_scanning_configuration.map(|s| s.scan_on_push).unwrap_or(false);
+        let scan = i
+            .image_scanning_configuration
+            .map(|s| s.scan_on_push)
+            .unwrap_or(false);
         self.update_meta(&name, ctx, |m| {
             m.scan_on_push = scan;
             Ok(())
         })?;
-        Ok(json!({"registryId": ctx.account, "repositoryName": name, "imageScanningConfiguration": {"scanOnPush": scan}}))
+        Ok(
+            json!({"registryId": ctx.account, "repositoryName": name, "imageScanningConfiguration": {"scanOnPush": scan}}),
+        )
     }
 
-    fn update_meta(&self, name: &str, ctx: &Context, f: impl FnOnce(&mut Meta) -> Result<(), EcrError>) -> Result<Meta, EcrError> {
+    fn update_meta(
+        &self,
+        name: &str,
+        ctx: &Context,
+        f: impl FnOnce(&mut Meta) -> Result<(), EcrError>,
+    ) -> Result<Meta, EcrError> {
         let mut failure = None;
-        let repo = self
-            .reg
-            .update_repo(name, |r| {
-                let mut m = meta_of(r);
-                if let Err(e) = f(&mut m) {
-                    failure = Some(e);
-                    return Err(berth_registry::RegistryError::Unsupported("aborted".into()));
-                }
-                r.meta = serde_json::to_value(&m).expect("meta serialises");
-                Ok(())
-            });
+        let repo = self.reg.update_repo(name, |r| {
+            let mut m = meta_of(r);
+            if let Err(e) = f(&mut m) {
+                failure = Some(e);
+                return Err(berth_registry::RegistryError::Unsupported("aborted".into()));
+            }
+            r.meta = serde_json::to_value(&m).expect("meta serialises");
+            Ok(())
+        });
         if let Some(e) = failure {
             return Err(e);
         }
@@ -684,14 +758,18 @@ impl Ecr {
             )));
         }
         Policy::parse(text).map_err(|e| {
-            EcrError::InvalidParameter(format!("Invalid parameter at 'LifecyclePolicyText' failed to satisfy constraint: '{e}'"))
+            EcrError::InvalidParameter(format!(
+                "Invalid parameter at 'LifecyclePolicyText' failed to satisfy constraint: '{e}'"
+            ))
         })
     }
 
     fn put_lifecycle_policy(&self, i: RepoInput, ctx: &Context) -> Result<Value, EcrError> {
         let name = self.repo_name(i.repository_name)?;
         let text = i.lifecycle_policy_text.ok_or_else(|| {
-            EcrError::InvalidParameter("Invalid parameter: 'lifecyclePolicyText' is required".into())
+            EcrError::InvalidParameter(
+                "Invalid parameter: 'lifecyclePolicyText' is required".into(),
+            )
         })?;
         Self::parse_policy(&text)?;
         let t2 = text.clone();
@@ -702,13 +780,21 @@ impl Ecr {
         Ok(json!({"registryId": ctx.account, "repositoryName": name, "lifecyclePolicyText": text}))
     }
 
-    fn get_lifecycle_policy(&self, i: RepoInput, ctx: &Context, delete: bool) -> Result<Value, EcrError> {
+    fn get_lifecycle_policy(
+        &self,
+        i: RepoInput,
+        ctx: &Context,
+        delete: bool,
+    ) -> Result<Value, EcrError> {
         let repo = self.repo(i.repository_name, ctx)?;
         let m = meta_of(&repo);
-        let text = m.lifecycle_policy.clone().ok_or_else(|| EcrError::LifecyclePolicyNotFound {
-            name: repo.name.clone(),
-            registry: ctx.account.clone(),
-        })?;
+        let text = m
+            .lifecycle_policy
+            .clone()
+            .ok_or_else(|| EcrError::LifecyclePolicyNotFound {
+                name: repo.name.clone(),
+                registry: ctx.account.clone(),
+            })?;
         if delete {
             self.update_meta(&repo.name, ctx, |m| {
                 m.lifecycle_policy = None;
@@ -726,9 +812,11 @@ impl Ecr {
         let repo = self.repo(i.repository_name, ctx)?;
         let text = match i.lifecycle_policy_text {
             Some(t) => t,
-            None => meta_of(&repo).lifecycle_policy.ok_or_else(|| EcrError::LifecyclePolicyNotFound {
-                name: repo.name.clone(),
-                registry: ctx.account.clone(),
+            None => meta_of(&repo).lifecycle_policy.ok_or_else(|| {
+                EcrError::LifecyclePolicyNotFound {
+                    name: repo.name.clone(),
+                    registry: ctx.account.clone(),
+                }
             })?,
         };
         let policy = Self::parse_policy(&text)?;
@@ -754,15 +842,19 @@ impl Ecr {
             m.preview = Some(Preview { text: t2, results });
             Ok(())
         })?;
-        Ok(json!({"registryId": ctx.account, "repositoryName": repo.name, "lifecyclePolicyText": text, "status": "COMPLETE"}))
+        Ok(
+            json!({"registryId": ctx.account, "repositoryName": repo.name, "lifecyclePolicyText": text, "status": "COMPLETE"}),
+        )
     }
 
     fn get_preview(&self, i: ImagesInput, ctx: &Context) -> Result<Value, EcrError> {
         let repo = self.repo(i.repository_name, ctx)?;
-        let p = meta_of(&repo).preview.ok_or_else(|| EcrError::LifecyclePolicyPreviewNotFound {
-            name: repo.name.clone(),
-            registry: ctx.account.clone(),
-        })?;
+        let p = meta_of(&repo)
+            .preview
+            .ok_or_else(|| EcrError::LifecyclePolicyPreviewNotFound {
+                name: repo.name.clone(),
+                registry: ctx.account.clone(),
+            })?;
         let (start, max) = page_bounds(i.next_token.as_deref(), i.max_results)?;
         let mut out = json!({
             "registryId": ctx.account,
@@ -779,7 +871,9 @@ impl Ecr {
     }
 
     fn repo_from_arn(&self, arn: Option<String>, ctx: &Context) -> Result<String, EcrError> {
-        let arn = arn.ok_or_else(|| EcrError::InvalidParameter("Invalid parameter: 'resourceArn' is required".into()))?;
+        let arn = arn.ok_or_else(|| {
+            EcrError::InvalidParameter("Invalid parameter: 'resourceArn' is required".into())
+        })?;
         let name = arn
             .strip_prefix("arn:aws:ecr:")
             .and_then(|r| r.split_once(":repository/"))
@@ -796,7 +890,8 @@ impl Ecr {
             resource_arn: Option<String>,
             tags: Vec<TagKv>,
         }
-        let i: In = serde_json::from_value(i).map_err(|e| EcrError::Serialization(e.to_string()))?;
+        let i: In =
+            serde_json::from_value(i).map_err(|e| EcrError::Serialization(e.to_string()))?;
         let name = self.repo_from_arn(i.resource_arn, ctx)?;
         validate_tags(&i.tags)?;
         self.update_meta(&name, ctx, |m| {
@@ -804,7 +899,9 @@ impl Ecr {
                 m.tags.insert(t.key, t.value);
             }
             if m.tags.len() > MAX_TAGS {
-                return Err(EcrError::TooManyTags(format!("a resource can have at most {MAX_TAGS} tags")));
+                return Err(EcrError::TooManyTags(format!(
+                    "a resource can have at most {MAX_TAGS} tags"
+                )));
             }
             Ok(())
         })?;
@@ -818,7 +915,8 @@ impl Ecr {
             resource_arn: Option<String>,
             tag_keys: Vec<String>,
         }
-        let i: In = serde_json::from_value(i).map_err(|e| EcrError::Serialization(e.to_string()))?;
+        let i: In =
+            serde_json::from_value(i).map_err(|e| EcrError::Serialization(e.to_string()))?;
         let name = self.repo_from_arn(i.resource_arn, ctx)?;
         self.update_meta(&name, ctx, |m| {
             for k in i.tag_keys {
@@ -835,15 +933,23 @@ impl Ecr {
         struct In {
             resource_arn: Option<String>,
         }
-        let i: In = serde_json::from_value(i).map_err(|e| EcrError::Serialization(e.to_string()))?;
+        let i: In =
+            serde_json::from_value(i).map_err(|e| EcrError::Serialization(e.to_string()))?;
         let name = self.repo_from_arn(i.resource_arn, ctx)?;
         let m = meta_of(&self.reg.repo(&name).map_err(self.reg_err(ctx))?);
-        let tags: Vec<Value> = m.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect();
+        let tags: Vec<Value> = m
+            .tags
+            .iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect();
         Ok(json!({"tags": tags}))
     }
 }
 
-fn lifecycle_images(reg: &Registry, name: &str) -> Result<Vec<lifecycle::Image>, berth_registry::RegistryError> {
+fn lifecycle_images(
+    reg: &Registry,
+    name: &str,
+) -> Result<Vec<lifecycle::Image>, berth_registry::RegistryError> {
     Ok(reg
         .images(name)?
         .into_iter()
@@ -861,9 +967,15 @@ pub fn apply_lifecycle_policies(reg: &Registry, now_unix: u64) -> usize {
     let mut expired = 0;
     for repo in reg.repos() {
         let m = meta_of(&repo);
-        let Some(text) = m.lifecycle_policy else { continue };
-        let Ok(policy) = Policy::parse(&text) else { continue };
-        let Ok(images) = lifecycle_images(reg, &repo.name) else { continue };
+        let Some(text) = m.lifecycle_policy else {
+            continue;
+        };
+        let Ok(policy) = Policy::parse(&text) else {
+            continue;
+        };
+        let Ok(images) = lifecycle_images(reg, &repo.name) else {
+            continue;
+        };
         for x in policy.evaluate(&images, now_unix) {
             if let Ok(d) = Digest::parse(&x.digest) {
                 match reg.delete_manifest(&repo.name, &d) {
@@ -871,7 +983,9 @@ pub fn apply_lifecycle_policies(reg: &Registry, now_unix: u64) -> usize {
                         expired += 1;
                         tracing::info!(repository = %repo.name, digest = %d, rule = x.rule_priority, "lifecycle policy expired image");
                     }
-                    Err(e) => tracing::warn!(repository = %repo.name, error = %e, "lifecycle expiry failed"),
+                    Err(e) => {
+                        tracing::warn!(repository = %repo.name, error = %e, "lifecycle expiry failed")
+                    }
                 }
             }
         }

@@ -42,6 +42,8 @@ pub enum RegistryError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    PaginationInvalid(String),
     #[error("storage failure during {step}")]
     Io {
         step: &'static str,
@@ -63,7 +65,9 @@ impl RegistryError {
         match self {
             NameUnknown(_) => "NAME_UNKNOWN",
             RepoExists(_) | RepoNotEmpty { .. } => "DENIED",
-            Name(NameError::Digest(_)) | DigestInvalid(_) | DigestMismatch { .. } => "DIGEST_INVALID",
+            Name(NameError::Digest(_)) | DigestInvalid(_) | DigestMismatch { .. } => {
+                "DIGEST_INVALID"
+            }
             Name(NameError::Tag(_)) => "TAG_INVALID",
             Name(_) => "NAME_INVALID",
             BlobUnknown(_) => "BLOB_UNKNOWN",
@@ -76,6 +80,7 @@ impl RegistryError {
             SizeInvalid(_) => "SIZE_INVALID",
             TagImmutable { .. } => "TAG_INVALID",
             Unsupported(_) => "UNSUPPORTED",
+            PaginationInvalid(_) => "PAGINATION_NUMBER_INVALID",
             Io { .. } | State(_) => "UNKNOWN",
         }
     }

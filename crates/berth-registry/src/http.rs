@@ -48,7 +48,10 @@ pub fn parse_route(path: &str) -> Option<Route> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Some(Route::Tags(name.to_string()));
     }
-    if let Some(name) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
         return Some(Route::Uploads(name.to_string()));
     }
     let (prefix, last) = rest.rsplit_once('/')?;
@@ -77,19 +80,23 @@ fn query_params(q: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Percent-decoding of a query component (`+` is a space in forms, but a literal in
 /// the digests and tags used here, so it is kept).
 pub fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
                 i += 3;
                 continue;
             }
@@ -123,8 +130,10 @@ pub fn error_code_response(status: StatusCode, code: &str, message: &str) -> Res
 fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -158,7 +167,11 @@ where
     B::Error: std::fmt::Display,
 {
     let Some(route) = parse_route(req.uri().path()) else {
-        return error_code_response(StatusCode::NOT_FOUND, "NAME_INVALID", "no such registry endpoint");
+        return error_code_response(
+            StatusCode::NOT_FOUND,
+            "NAME_INVALID",
+            "no such registry endpoint",
+        );
     };
     match dispatch(reg, route, req).await {
         Ok(r) => r,
@@ -170,7 +183,11 @@ fn unsupported(method: &Method) -> RegistryError {
     RegistryError::Unsupported(format!("method {method} is not supported on this endpoint"))
 }
 
-async fn dispatch<B>(reg: Arc<Registry>, route: Route, req: Request<B>) -> Result<Response<Body>, RegistryError>
+async fn dispatch<B>(
+    reg: Arc<Registry>,
+    route: Route,
+    req: Request<B>,
+) -> Result<Response<Body>, RegistryError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -186,7 +203,10 @@ where
             let mut names: Vec<String> = reg.repos().into_iter().map(|r| r.name).collect();
             names.sort();
             let (page, link) = paginate(names, &params, "/v2/_catalog")?;
-            let mut r = json_response(StatusCode::OK, serde_json::json!({ "repositories": page }).to_string());
+            let mut r = json_response(
+                StatusCode::OK,
+                serde_json::json!({ "repositories": page }).to_string(),
+            );
             if let Some(l) = link {
                 r.headers_mut().insert(header::LINK, hv(&l));
             }
@@ -199,7 +219,10 @@ where
             }
             let tags = reg.tags(&name)?;
             let (page, link) = paginate(tags, &params, &format!("/v2/{name}/tags/list"))?;
-            let mut r = json_response(StatusCode::OK, serde_json::json!({ "name": name, "tags": page }).to_string());
+            let mut r = json_response(
+                StatusCode::OK,
+                serde_json::json!({ "name": name, "tags": page }).to_string(),
+            );
             if let Some(l) = link {
                 r.headers_mut().insert(header::LINK, hv(&l));
             }
@@ -223,11 +246,16 @@ where
             }
             let filter = param(&params, "artifactType");
             let list = reg.referrers(&name, &d, filter)?;
-            let body = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list});
+            let body =
+                serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list});
             let mut r = json_response(StatusCode::OK, body.to_string());
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
             if filter.is_some() {
-                r.headers_mut().insert("OCI-Filters-Applied", HeaderValue::from_static("artifactType"));
+                r.headers_mut().insert(
+                    "OCI-Filters-Applied",
+                    HeaderValue::from_static("artifactType"),
+                );
             }
             Ok(r)
         }
@@ -251,10 +279,11 @@ fn paginate(
     path: &str,
 ) -> Result<(Vec<String>, Option<String>), RegistryError> {
     let n = match param(params, "n") {
-        Some(s) => s
-            .parse::<usize>()
-            .map_err(|_| RegistryError::UploadInvalid(format!("n must be a non-negative integer, got '{s}'")))
-            .map_err(|_| RegistryError::Unsupported(format!("query parameter n must be a non-negative integer, got '{s}'")))?,
+        Some(s) => s.parse::<usize>().map_err(|_| {
+            RegistryError::PaginationInvalid(format!(
+                "query parameter n must be a non-negative integer, got '{s}'"
+            ))
+        })?,
         None => DEFAULT_PAGE,
     };
     let last = param(params, "last");
@@ -279,10 +308,13 @@ where
     let mut body = body;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| RegistryError::UploadInvalid(format!("reading request body: {e}")))?;
+        let frame = frame
+            .map_err(|e| RegistryError::UploadInvalid(format!("reading request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
-                return Err(RegistryError::SizeInvalid(format!("body is larger than {limit} bytes")));
+                return Err(RegistryError::SizeInvalid(format!(
+                    "body is larger than {limit} bytes"
+                )));
             }
             out.extend_from_slice(&data);
         }
@@ -305,7 +337,11 @@ where
         Method::GET | Method::HEAD => {
             let (rec, d, bytes) = reg.get_manifest(&name, &reference)?;
             let len = bytes.len();
-            let mut r = Response::new(if method == Method::GET { Body::full(bytes) } else { Body::empty() });
+            let mut r = Response::new(if method == Method::GET {
+                Body::full(bytes)
+            } else {
+                Body::empty()
+            });
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, hv(&rec.media_type));
             h.insert("Docker-Content-Digest", hv(d.as_str()));
@@ -362,7 +398,11 @@ pub fn parse_range(v: &str, size: u64) -> Option<(u64, u64)> {
         (size.saturating_sub(suffix), size.checked_sub(1)?)
     } else {
         let start: u64 = a.parse().ok()?;
-        let end = if b.is_empty() { size.checked_sub(1)? } else { b.parse::<u64>().ok()?.min(size.checked_sub(1)?) };
+        let end = if b.is_empty() {
+            size.checked_sub(1)?
+        } else {
+            b.parse::<u64>().ok()?.min(size.checked_sub(1)?)
+        };
         (start, end)
     };
     (start <= end && end < size).then_some((start, end))
@@ -382,8 +422,14 @@ async fn blob(
                 Some(v) => match parse_range(v, size) {
                     Some(r) => Some(r),
                     None => {
-                        let mut r = empty(StatusCode::RANGE_NOT_SATISFIABLE, &[("Content-Range", format!("bytes */{size}"))]);
-                        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                        let mut r = empty(
+                            StatusCode::RANGE_NOT_SATISFIABLE,
+                            &[("Content-Range", format!("bytes */{size}"))],
+                        );
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/octet-stream"),
+                        );
                         return Ok(r);
                     }
                 },
@@ -400,26 +446,38 @@ async fn blob(
                 file.seek(std::io::SeekFrom::Start(start))
                     .await
                     .map_err(RegistryError::io("seeking blob"))?;
-                Body::File { file, remaining: len }
+                Body::File {
+                    file,
+                    remaining: len,
+                }
             } else {
                 Body::empty()
             };
             let mut r = Response::new(body);
             *r.status_mut() = status;
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             h.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
             h.insert("Docker-Content-Digest", hv(d.as_str()));
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             h.insert(header::ETAG, hv(&format!("\"{d}\"")));
             if status == StatusCode::PARTIAL_CONTENT {
-                h.insert(header::CONTENT_RANGE, hv(&format!("bytes {start}-{}/{size}", start + len - 1)));
+                h.insert(
+                    header::CONTENT_RANGE,
+                    hv(&format!("bytes {start}-{}/{size}", start + len - 1)),
+                );
             }
             Ok(r)
         }
         Method::DELETE => {
             reg.delete_blob(&name, &d)?;
-            Ok(empty(StatusCode::ACCEPTED, &[("Docker-Content-Digest", d.to_string())]))
+            Ok(empty(
+                StatusCode::ACCEPTED,
+                &[("Docker-Content-Digest", d.to_string())],
+            ))
         }
         m => Err(unsupported(&m)),
     }
@@ -526,19 +584,27 @@ where
                     total += data.len() as u64;
                     buf.extend_from_slice(&data);
                     if buf.len() >= WRITE_CHUNK {
-                        file.write_all(&buf).await.map_err(RegistryError::io("writing upload"))?;
+                        file.write_all(&buf)
+                            .await
+                            .map_err(RegistryError::io("writing upload"))?;
                         buf.clear();
                     }
                 }
             }
             Err(e) => {
-                failure = Some(RegistryError::UploadInvalid(format!("upload body ended early: {e}")));
+                failure = Some(RegistryError::UploadInvalid(format!(
+                    "upload body ended early: {e}"
+                )));
                 break;
             }
         }
     }
-    file.write_all(&buf).await.map_err(RegistryError::io("writing upload"))?;
-    file.flush().await.map_err(RegistryError::io("writing upload"))?;
+    file.write_all(&buf)
+        .await
+        .map_err(RegistryError::io("writing upload"))?;
+    file.flush()
+        .await
+        .map_err(RegistryError::io("writing upload"))?;
     if let Some(e) = failure {
         // The bytes that arrived are kept (the upload can be resumed from them).
         reg.keep_hash(id, hasher, total);
@@ -549,7 +615,10 @@ where
 
 /// Parses `Content-Range: <start>-<end>` (the spec's form; `bytes ` prefix tolerated).
 fn parse_content_range(v: &str) -> Option<(u64, u64)> {
-    let v = v.trim().trim_start_matches("bytes ").trim_start_matches("bytes=");
+    let v = v
+        .trim()
+        .trim_start_matches("bytes ")
+        .trim_start_matches("bytes=");
     let v = v.split('/').next()?;
     let (a, b) = v.split_once('-')?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
@@ -569,7 +638,10 @@ where
 {
     let (_, len) = reg.upload(&name, &id)?;
     match method {
-        Method::GET => Ok(empty(StatusCode::NO_CONTENT, &upload_headers(&name, &id, len))),
+        Method::GET => Ok(empty(
+            StatusCode::NO_CONTENT,
+            &upload_headers(&name, &id, len),
+        )),
         Method::DELETE => {
             reg.cancel_upload(&id);
             Ok(empty(StatusCode::NO_CONTENT, &[]))
@@ -579,22 +651,29 @@ where
             let (path, len) = reg.upload(&name, &id)?;
             let want = if method == Method::PUT {
                 let d = param(params, "digest").ok_or_else(|| {
-                    RegistryError::DigestInvalid("PUT to finish an upload requires ?digest=<digest>".into())
+                    RegistryError::DigestInvalid(
+                        "PUT to finish an upload requires ?digest=<digest>".into(),
+                    )
                 })?;
                 Some(Digest::parse(d)?)
             } else {
                 None
             };
-            let declared_len = header_str(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
+            let declared_len =
+                header_str(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
             if let Some(cr) = header_str(req.headers(), "content-range") {
                 let (start, end) = parse_content_range(cr).ok_or_else(|| {
-                    RegistryError::UploadInvalid(format!("Content-Range '{cr}' must be <start>-<end>"))
+                    RegistryError::UploadInvalid(format!(
+                        "Content-Range '{cr}' must be <start>-<end>"
+                    ))
                 })?;
                 if start != len {
                     return Ok(range_error(&name, &id, len, start));
                 }
                 if end < start {
-                    return Err(RegistryError::UploadInvalid(format!("Content-Range '{cr}' ends before it starts")));
+                    return Err(RegistryError::UploadInvalid(format!(
+                        "Content-Range '{cr}' ends before it starts"
+                    )));
                 }
                 if let Some(cl) = declared_len {
                     if cl != end - start + 1 {
@@ -617,7 +696,10 @@ where
             match want {
                 None => {
                     reg.keep_hash(&id, hasher, new_len);
-                    Ok(empty(StatusCode::ACCEPTED, &upload_headers(&name, &id, new_len)))
+                    Ok(empty(
+                        StatusCode::ACCEPTED,
+                        &upload_headers(&name, &id, new_len),
+                    ))
                 }
                 Some(d) => finish(&reg, &name, &id, &d, hasher, new_len).await,
             }
@@ -645,18 +727,30 @@ mod tests {
         assert_eq!(parse_route("/v2/"), Some(Route::Base));
         assert_eq!(parse_route("/v2"), Some(Route::Base));
         assert_eq!(parse_route("/v2/_catalog"), Some(Route::Catalog));
-        assert_eq!(parse_route("/v2/a/b/tags/list"), Some(Route::Tags("a/b".into())));
+        assert_eq!(
+            parse_route("/v2/a/b/tags/list"),
+            Some(Route::Tags("a/b".into()))
+        );
         assert_eq!(
             parse_route("/v2/x/manifests/y/manifests/latest"),
             Some(Route::Manifest("x/manifests/y".into(), "latest".into()))
         );
-        assert_eq!(parse_route("/v2/a/blobs/uploads/"), Some(Route::Uploads("a".into())));
+        assert_eq!(
+            parse_route("/v2/a/blobs/uploads/"),
+            Some(Route::Uploads("a".into()))
+        );
         assert_eq!(
             parse_route("/v2/a/blobs/uploads/abc"),
             Some(Route::Upload("a".into(), "abc".into()))
         );
-        assert_eq!(parse_route("/v2/a/blobs/sha256:x"), Some(Route::Blob("a".into(), "sha256:x".into())));
-        assert_eq!(parse_route("/v2/a/referrers/d"), Some(Route::Referrers("a".into(), "d".into())));
+        assert_eq!(
+            parse_route("/v2/a/blobs/sha256:x"),
+            Some(Route::Blob("a".into(), "sha256:x".into()))
+        );
+        assert_eq!(
+            parse_route("/v2/a/referrers/d"),
+            Some(Route::Referrers("a".into(), "d".into()))
+        );
         assert_eq!(parse_route("/v2/a/unknown/x"), None);
         assert_eq!(parse_route("/v3/"), None);
     }
@@ -686,6 +780,16 @@ mod tests {
         assert_eq!(page, vec!["c", "d"]);
         assert_eq!(link, None);
         assert!(paginate(items, &p("n=x"), "/x").is_err());
+    }
+
+    /// Percent-decoding never panics on multi-byte characters or truncated escapes.
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(pct_decode("a%2Fb"), "a/b");
+        assert_eq!(pct_decode("%"), "%");
+        assert_eq!(pct_decode("%4"), "%4");
+        assert_eq!(pct_decode("%é1"), "%é1");
+        assert_eq!(pct_decode("x%zz"), "x%zz");
     }
 
     /// Content-Range is parsed in the spec's form.

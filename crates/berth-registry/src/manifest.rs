@@ -23,7 +23,11 @@ pub struct Descriptor {
     pub media_type: String,
     pub digest: String,
     pub size: i64,
-    #[serde(rename = "artifactType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
@@ -115,10 +119,11 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Manif
         return Err(ManifestError::SchemaVersion);
     }
     let check = |d: &Descriptor, what: &str| -> Result<(), ManifestError> {
-        Digest::parse(&d.digest)
-            .map_err(|e| ManifestError::Invalid(format!("{what}: {e}")))?;
+        Digest::parse(&d.digest).map_err(|e| ManifestError::Invalid(format!("{what}: {e}")))?;
         if d.size < 0 {
-            return Err(ManifestError::Invalid(format!("{what}: size must not be negative")));
+            return Err(ManifestError::Invalid(format!(
+                "{what}: size must not be negative"
+            )));
         }
         Ok(())
     };
@@ -141,7 +146,9 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Manif
         check(&config, "config")?;
         let layers = raw.layers.unwrap_or_default();
         if layers.is_empty() && media_type == DOCKER_MANIFEST {
-            return Err(ManifestError::Invalid("a Docker image manifest requires at least one layer".into()));
+            return Err(ManifestError::Invalid(
+                "a Docker image manifest requires at least one layer".into(),
+            ));
         }
         for (i, l) in layers.iter().enumerate() {
             check(l, &format!("layers[{i}]"))?;
@@ -217,7 +224,10 @@ mod tests {
     fn errors() {
         assert!(matches!(parse(None, b"{"), Err(ManifestError::Json(_))));
         assert_eq!(
-            parse(None, br#"{"schemaVersion":1,"config":{"digest":"x","size":1}}"#),
+            parse(
+                None,
+                br#"{"schemaVersion":1,"config":{"digest":"x","size":1}}"#
+            ),
             Err(ManifestError::SchemaVersion)
         );
         assert!(matches!(
@@ -225,6 +235,9 @@ mod tests {
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
         let bad = image(OCI_MANIFEST).replace(&D[10..], "zz");
-        assert!(matches!(parse(None, bad.as_bytes()), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            parse(None, bad.as_bytes()),
+            Err(ManifestError::Invalid(_))
+        ));
     }
 }

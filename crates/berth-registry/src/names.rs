@@ -106,7 +106,9 @@ pub struct Digest(String);
 
 impl Digest {
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        let (alg, hex) = s.split_once(':').ok_or_else(|| NameError::Digest(truncate(s)))?;
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| NameError::Digest(truncate(s)))?;
         let want = match alg {
             "sha256" => 64,
             "sha512" => 128,
@@ -120,7 +122,10 @@ impl Digest {
     /// The digest of `data` with sha256.
     pub fn sha256_of(data: &[u8]) -> Self {
         use sha2::Digest as _;
-        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(data))))
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(data))
+        ))
     }
     pub fn algorithm(&self) -> &str {
         self.0.split_once(':').map(|(a, _)| a).unwrap_or("")
@@ -164,7 +169,13 @@ mod tests {
     /// The spec's name grammar: accepted and refused examples, including path escapes.
     #[test]
     fn repo_names() {
-        for ok in ["ab", "hello-world", "team/web", "a.b_c__d---e/f0", "x1/y2/z3"] {
+        for ok in [
+            "ab",
+            "hello-world",
+            "team/web",
+            "a.b_c__d---e/f0",
+            "x1/y2/z3",
+        ] {
             assert!(RepoName::parse(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -108,7 +108,9 @@ impl Drop for WriteGuard {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("content", &self.content).finish()
+        f.debug_struct("Registry")
+            .field("content", &self.content)
+            .finish()
     }
 }
 
@@ -142,7 +144,8 @@ fn to_json<T: Serialize>(v: &T) -> String {
 impl Registry {
     /// Opens the registry whose blobs live under `root`.
     pub fn open(root: &Path, store: Arc<dyn Store>) -> Result<Self, RegistryError> {
-        let content = ContentStore::open(root).map_err(RegistryError::io("opening content store"))?;
+        let content =
+            ContentStore::open(root).map_err(RegistryError::io("opening content store"))?;
         Ok(Registry {
             store,
             content,
@@ -214,7 +217,9 @@ impl Registry {
                 images: manifests.len(),
             });
         }
-        let mut ops = vec![Op::Delete { key: repo_key(name) }];
+        let mut ops = vec![Op::Delete {
+            key: repo_key(name),
+        }];
         for prefix in [
             format!("registry/manifests/{name}@"),
             format!("registry/tags/{name}:"),
@@ -279,7 +284,11 @@ impl Registry {
             Reference::Digest(want) => {
                 let got = match want.algorithm() {
                     "sha256" => Digest::sha256_of(bytes),
-                    _ => return Err(RegistryError::DigestInvalid(format!("manifests must be addressed by sha256, got {want}"))),
+                    _ => {
+                        return Err(RegistryError::DigestInvalid(format!(
+                            "manifests must be addressed by sha256, got {want}"
+                        )))
+                    }
                 };
                 if &got != want {
                     return Err(RegistryError::DigestMismatch {
@@ -327,7 +336,10 @@ impl Registry {
             media_type: parsed.media_type.clone(),
             size: bytes.len() as u64,
             image_size: parsed.blob_bytes() + bytes.len() as u64,
-            pushed_at: existing.as_ref().map(|r| r.pushed_at).unwrap_or_else(now_secs),
+            pushed_at: existing
+                .as_ref()
+                .map(|r| r.pushed_at)
+                .unwrap_or_else(now_secs),
             artifact_type: parsed.artifact_type.clone(),
             subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
             annotations: parsed.annotations.clone(),
@@ -364,7 +376,9 @@ impl Registry {
         let mut tags: HashMap<String, Vec<String>> = HashMap::new();
         let tprefix = format!("registry/tags/{repo}:");
         for (k, e) in self.store.list(&tprefix) {
-            tags.entry(e.value).or_default().push(k[tprefix.len()..].to_string());
+            tags.entry(e.value)
+                .or_default()
+                .push(k[tprefix.len()..].to_string());
         }
         let mprefix = format!("registry/manifests/{repo}@");
         Ok(self
@@ -428,7 +442,9 @@ impl Registry {
             .images(repo)?
             .into_iter()
             .filter(|i| i.record.subject.as_deref() == Some(d.as_str()))
-            .filter(|i| artifact_type.is_none() || i.record.artifact_type.as_deref() == artifact_type)
+            .filter(|i| {
+                artifact_type.is_none() || i.record.artifact_type.as_deref() == artifact_type
+            })
             .map(|i| Descriptor {
                 media_type: i.record.media_type,
                 digest: i.digest.to_string(),
@@ -471,7 +487,8 @@ impl Registry {
         let Ok((_, size)) = self.blob(from, d) else {
             return Ok(false);
         };
-        self.store.put(&link_key(repo, d.as_str()), size.to_string())?;
+        self.store
+            .put(&link_key(repo, d.as_str()), size.to_string())?;
         Ok(true)
     }
 
@@ -573,7 +590,9 @@ impl Registry {
                     key: link_key(repo, want.as_str()),
                     value: size.to_string(),
                 },
-                Op::Delete { key: upload_key(id) },
+                Op::Delete {
+                    key: upload_key(id),
+                },
             ],
         )?;
         Ok(size)
@@ -607,7 +626,11 @@ impl Registry {
         let now = now_secs() as u64;
         let mut report = GcReport::default();
         let mut ops = Vec::new();
-        for (d, mtime) in self.content.list().map_err(RegistryError::io("listing blobs"))? {
+        for (d, mtime) in self
+            .content
+            .list()
+            .map_err(RegistryError::io("listing blobs"))?
+        {
             if marked.contains(d.as_str()) || now.saturating_sub(mtime) < grace_secs {
                 report.blobs_kept += 1;
                 continue;
@@ -631,7 +654,9 @@ impl Registry {
         {
             if now.saturating_sub(mtime) >= upload_ttl_secs {
                 self.content.cancel_upload(&id);
-                ops.push(Op::Delete { key: upload_key(&id) });
+                ops.push(Op::Delete {
+                    key: upload_key(&id),
+                });
                 report.uploads_removed += 1;
             }
         }
@@ -665,12 +690,18 @@ mod tests {
         let id = reg.start_upload(repo).unwrap();
         let (path, len) = reg.upload(repo, &id).unwrap();
         assert_eq!(len, 0);
-        std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(data).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(data)
+            .unwrap();
         let d = Digest::sha256_of(data);
         let mut h = reg.take_hash(&id, data.len() as u64).unwrap();
         use sha2::Digest as _;
         h.update([]);
-        reg.finish_upload(repo, &id, &d, &hex::encode(h.finalize())).unwrap();
+        reg.finish_upload(repo, &id, &d, &hex::encode(h.finalize()))
+            .unwrap();
         d
     }
 
@@ -732,7 +763,12 @@ mod tests {
         let keep = push_blob(&reg, "app", b"keep");
         let drop_me = push_blob(&reg, "app", b"drop");
         let (m, _) = reg
-            .put_manifest("app", &Reference::Tag("v1".into()), None, &image_manifest(&c, &keep, 2, 4))
+            .put_manifest(
+                "app",
+                &Reference::Tag("v1".into()),
+                None,
+                &image_manifest(&c, &keep, 2, 4),
+            )
             .unwrap();
         // young blobs survive a GC with a grace period
         assert_eq!(reg.gc(3600, 3600).unwrap().blobs_removed, 0);
@@ -748,11 +784,18 @@ mod tests {
     #[test]
     fn mount_between_repositories() {
         let (_d, reg) = registry();
-        reg.create_repo(Repository { name: "other".into(), created_at: 0.0, immutable_tags: false, meta: serde_json::Value::Null })
-            .unwrap();
+        reg.create_repo(Repository {
+            name: "other".into(),
+            created_at: 0.0,
+            immutable_tags: false,
+            meta: serde_json::Value::Null,
+        })
+        .unwrap();
         let d = push_blob(&reg, "app", b"shared");
         assert!(reg.blob("other", &d).is_err());
-        assert!(!reg.mount("other", "app", &Digest::sha256_of(b"nope")).unwrap());
+        assert!(!reg
+            .mount("other", "app", &Digest::sha256_of(b"nope"))
+            .unwrap());
         assert!(reg.mount("other", "app", &d).unwrap());
         assert!(reg.blob("other", &d).is_ok());
     }
@@ -763,10 +806,22 @@ mod tests {
         let (_d, reg) = registry();
         let c = push_blob(&reg, "app", b"{}");
         let l = push_blob(&reg, "app", b"l");
-        reg.put_manifest("app", &Reference::Tag("v1".into()), None, &image_manifest(&c, &l, 2, 1)).unwrap();
-        assert!(matches!(reg.delete_repo("app", false), Err(RegistryError::RepoNotEmpty { images: 1, .. })));
+        reg.put_manifest(
+            "app",
+            &Reference::Tag("v1".into()),
+            None,
+            &image_manifest(&c, &l, 2, 1),
+        )
+        .unwrap();
+        assert!(matches!(
+            reg.delete_repo("app", false),
+            Err(RegistryError::RepoNotEmpty { images: 1, .. })
+        ));
         reg.delete_repo("app", true).unwrap();
-        assert!(matches!(reg.repo("app"), Err(RegistryError::NameUnknown(_))));
+        assert!(matches!(
+            reg.repo("app"),
+            Err(RegistryError::NameUnknown(_))
+        ));
         assert!(reg.store.list("registry/tags/app:").is_empty());
     }
 

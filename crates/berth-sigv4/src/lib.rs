@@ -46,10 +46,22 @@ pub enum Sigv4Error {
     MissingDate,
     #[error("request date '{0}' is not in ISO 8601 basic format (20150830T123600Z)")]
     MalformedDate(String),
-    #[error("signature expired: {request} is now earlier than {limit} ({now} - {skew_minutes} min.)")]
-    Expired { request: String, limit: String, now: String, skew_minutes: u64 },
+    #[error(
+        "signature expired: {request} is now earlier than {limit} ({now} - {skew_minutes} min.)"
+    )]
+    Expired {
+        request: String,
+        limit: String,
+        now: String,
+        skew_minutes: u64,
+    },
     #[error("signature not yet current: {request} is still later than {limit} ({now} + {skew_minutes} min.)")]
-    NotYetCurrent { request: String, limit: String, now: String, skew_minutes: u64 },
+    NotYetCurrent {
+        request: String,
+        limit: String,
+        now: String,
+        skew_minutes: u64,
+    },
     #[error("credential scope date {scope} does not match the request date {request}")]
     ScopeDateMismatch { scope: String, request: String },
     #[error("the host header must be signed")]
@@ -57,17 +69,24 @@ pub enum Sigv4Error {
     #[error("signed header '{0}' is not in the request")]
     MissingSignedHeader(String),
     #[error("signature does not match")]
-    SignatureMismatch { canonical_request: String, string_to_sign: String },
+    SignatureMismatch {
+        canonical_request: String,
+        string_to_sign: String,
+    },
 }
 
 /// Parses the value of an `Authorization` header.
 pub fn parse_authorization(value: &str) -> Result<Authorization, Sigv4Error> {
     let value = value.trim();
-    let (alg, rest) = value
-        .split_once(char::is_whitespace)
-        .ok_or_else(|| Sigv4Error::MalformedAuthorization("expected '<algorithm> Credential=..., SignedHeaders=..., Signature=...'".into()))?;
+    let (alg, rest) = value.split_once(char::is_whitespace).ok_or_else(|| {
+        Sigv4Error::MalformedAuthorization(
+            "expected '<algorithm> Credential=..., SignedHeaders=..., Signature=...'".into(),
+        )
+    })?;
     if alg != ALGORITHM {
-        return Err(Sigv4Error::UnsupportedAlgorithm(alg.chars().take(64).collect()));
+        return Err(Sigv4Error::UnsupportedAlgorithm(
+            alg.chars().take(64).collect(),
+        ));
     }
     let (mut cred, mut signed, mut sig) = (None, None, None);
     for part in rest.split(',') {
@@ -75,9 +94,12 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, Sigv4Error> {
         if part.is_empty() {
             continue;
         }
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| Sigv4Error::MalformedAuthorization(format!("'{}' is not key=value", part.chars().take(64).collect::<String>())))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            Sigv4Error::MalformedAuthorization(format!(
+                "'{}' is not key=value",
+                part.chars().take(64).collect::<String>()
+            ))
+        })?;
         match k {
             "Credential" => cred = Some(v),
             "SignedHeaders" => signed = Some(v),
@@ -85,16 +107,27 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, Sigv4Error> {
             _ => {}
         }
     }
-    let missing = |n: &str| Sigv4Error::MalformedAuthorization(format!("authorization header requires '{n}' parameter"));
+    let missing = |n: &str| {
+        Sigv4Error::MalformedAuthorization(format!("authorization header requires '{n}' parameter"))
+    };
     let cred = cred.ok_or_else(|| missing("Credential"))?;
     let signed = signed.ok_or_else(|| missing("SignedHeaders"))?;
     let sig = sig.ok_or_else(|| missing("Signature"))?;
     let parts: Vec<&str> = cred.split('/').collect();
-    if parts.len() != 5 || parts[4] != "aws4_request" || parts[0].is_empty() || parts[1].len() != 8 || !parts[1].bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Sigv4Error::MalformedCredential(cred.chars().take(128).collect()));
+    if parts.len() != 5
+        || parts[4] != "aws4_request"
+        || parts[0].is_empty()
+        || parts[1].len() != 8
+        || !parts[1].bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(Sigv4Error::MalformedCredential(
+            cred.chars().take(128).collect(),
+        ));
     }
     if sig.len() != 64 || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Sigv4Error::MalformedAuthorization("Signature must be 64 hex characters".into()));
+        return Err(Sigv4Error::MalformedAuthorization(
+            "Signature must be 64 hex characters".into(),
+        ));
     }
     Ok(Authorization {
         access_key_id: parts[0].to_string(),
@@ -126,8 +159,11 @@ fn pct_decode(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 1 && i + 2 <= b.len().saturating_sub(1) {
-            if let (Some(h), Some(l)) = ((b[i + 1] as char).to_digit(16), (b[i + 2] as char).to_digit(16)) {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (
+                (b[i + 1] as char).to_digit(16),
+                (b[i + 2] as char).to_digit(16),
+            ) {
                 out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
@@ -164,11 +200,18 @@ fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (pct_encode(&pct_decode(k), false), pct_encode(&pct_decode(v), false))
+            (
+                pct_encode(&pct_decode(k), false),
+                pct_encode(&pct_decode(v), false),
+            )
         })
         .collect();
     params.sort();
-    params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn collapse(v: &str) -> String {
@@ -187,7 +230,8 @@ fn header_value(headers: &[(&str, &str)], name: &str) -> Option<String> {
 fn canonical_request(req: &Request, signed: &[String]) -> Result<String, Sigv4Error> {
     let mut headers = String::new();
     for name in signed {
-        let v = header_value(req.headers, name).ok_or_else(|| Sigv4Error::MissingSignedHeader(name.clone()))?;
+        let v = header_value(req.headers, name)
+            .ok_or_else(|| Sigv4Error::MissingSignedHeader(name.clone()))?;
         headers.push_str(&format!("{name}:{v}\n"));
     }
     Ok(format!(
@@ -202,7 +246,10 @@ fn canonical_request(req: &Request, signed: &[String]) -> Result<String, Sigv4Er
 }
 
 fn string_to_sign(amz_date: &str, scope: &str, canonical: &str) -> String {
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical.as_bytes()))
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical.as_bytes())
+    )
 }
 
 fn signature(secret: &str, date: &str, region: &str, service: &str, sts: &str) -> String {
@@ -220,12 +267,19 @@ fn request_time(req: &Request) -> Result<(String, u64), Sigv4Error> {
         return Ok((v, t));
     }
     let v = header_value(req.headers, "date").ok_or(Sigv4Error::MissingDate)?;
-    let t = parse_rfc1123(&v).ok_or_else(|| Sigv4Error::MalformedDate(v.chars().take(64).collect()))?;
+    let t =
+        parse_rfc1123(&v).ok_or_else(|| Sigv4Error::MalformedDate(v.chars().take(64).collect()))?;
     Ok((format_amz_date(t), t))
 }
 
 /// Verifies `req` against its parsed `auth` and the key's `secret`.
-pub fn verify(req: &Request, auth: &Authorization, secret: &str, now_unix: u64, max_skew_secs: u64) -> Result<(), Sigv4Error> {
+pub fn verify(
+    req: &Request,
+    auth: &Authorization,
+    secret: &str,
+    now_unix: u64,
+    max_skew_secs: u64,
+) -> Result<(), Sigv4Error> {
     let (amz_date, t) = request_time(req)?;
     let skew_minutes = max_skew_secs / 60;
     if t + max_skew_secs < now_unix {
@@ -245,13 +299,19 @@ pub fn verify(req: &Request, auth: &Authorization, secret: &str, now_unix: u64, 
         });
     }
     if auth.date != amz_date[..8] {
-        return Err(Sigv4Error::ScopeDateMismatch { scope: auth.date.clone(), request: amz_date[..8].to_string() });
+        return Err(Sigv4Error::ScopeDateMismatch {
+            scope: auth.date.clone(),
+            request: amz_date[..8].to_string(),
+        });
     }
     if !auth.signed_headers.iter().any(|h| h == "host") {
         return Err(Sigv4Error::HostNotSigned);
     }
     let canonical = canonical_request(req, &auth.signed_headers)?;
-    let scope = format!("{}/{}/{}/aws4_request", auth.date, auth.region, auth.service);
+    let scope = format!(
+        "{}/{}/{}/aws4_request",
+        auth.date, auth.region, auth.service
+    );
     let sts = string_to_sign(&amz_date, &scope, &canonical);
     let want = signature(secret, &auth.date, &auth.region, &auth.service, &sts);
     // Constant-time comparison: the HMAC of both sides under a throwaway key.
@@ -261,15 +321,29 @@ pub fn verify(req: &Request, auth: &Authorization, secret: &str, now_unix: u64, 
     let mut m = Hmac::<Sha256>::new_from_slice(b"berth-compare").expect("hmac takes any key");
     m.update(auth.signature.as_bytes());
     if m.verify_slice(&expected).is_err() {
-        return Err(Sigv4Error::SignatureMismatch { canonical_request: canonical, string_to_sign: sts });
+        return Err(Sigv4Error::SignatureMismatch {
+            canonical_request: canonical,
+            string_to_sign: sts,
+        });
     }
     Ok(())
 }
 
 /// The `Authorization` header value for `req` (which must already carry `host` and
 /// `x-amz-date` = `amz_date`); every header present is signed.
-pub fn sign(req: &Request, access_key_id: &str, secret: &str, region: &str, service: &str, amz_date: &str) -> String {
-    let mut names: Vec<String> = req.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+pub fn sign(
+    req: &Request,
+    access_key_id: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+    amz_date: &str,
+) -> String {
+    let mut names: Vec<String> = req
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
     names.sort();
     names.dedup();
     let canonical = canonical_request(req, &names).expect("every header present");
@@ -277,7 +351,10 @@ pub fn sign(req: &Request, access_key_id: &str, secret: &str, region: &str, serv
     let scope = format!("{date}/{region}/{service}/aws4_request");
     let sts = string_to_sign(amz_date, &scope, &canonical);
     let sig = signature(secret, date, region, service, &sts);
-    format!("{ALGORITHM} Credential={access_key_id}/{scope}, SignedHeaders={}, Signature={sig}", names.join(";"))
+    format!(
+        "{ALGORITHM} Credential={access_key_id}/{scope}, SignedHeaders={}, Signature={sig}",
+        names.join(";")
+    )
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's `days_from_civil`).
@@ -318,7 +395,12 @@ pub fn format_amz_date(unix: u64) -> String {
     let days = (unix / 86400) as i64;
     let secs = unix % 86400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Unix time of a `20150830T123600Z` date.
@@ -335,8 +417,22 @@ pub fn parse_amz_date(s: &str) -> Result<u64, Sigv4Error> {
         }
         part.parse().map_err(|_| bad())
     };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(4..6)?, num(6..8)?, num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y as i64, mo) || h > 23 || mi > 59 || se > 60 || y < 1970 {
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(4..6)?,
+        num(6..8)?,
+        num(9..11)?,
+        num(11..13)?,
+        num(13..15)?,
+    );
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > days_in_month(y as i64, mo)
+        || h > 23
+        || mi > 59
+        || se > 60
+        || y < 1970
+    {
         return Err(bad());
     }
     let days = days_from_civil(y as i64, mo, d);
@@ -350,16 +446,25 @@ fn parse_rfc1123(s: &str) -> Option<u64> {
         return None;
     }
     let d: u32 = parts[1].parse().ok()?;
-    let m = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|x| *x == parts[2])? as u32
+    let m = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|x| *x == parts[2])? as u32
         + 1;
     let y: u32 = parts[3].parse().ok()?;
-    let hms: Vec<u32> = parts[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let hms: Vec<u32> = parts[4]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
     if hms.len() != 3 {
         return None;
     }
-    parse_amz_date(&format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", hms[0], hms[1], hms[2])).ok()
+    parse_amz_date(&format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        hms[0], hms[1], hms[2]
+    ))
+    .ok()
 }
 
 #[cfg(test)]

@@ -166,7 +166,11 @@ fn apply(map: &mut BTreeMap<String, Entry>, ops: Vec<Op>, rev: Revision) {
     }
 }
 
-fn write_snapshot(dir: &Path, map: &BTreeMap<String, Entry>, rev: Revision) -> Result<(), StateError> {
+fn write_snapshot(
+    dir: &Path,
+    map: &BTreeMap<String, Entry>,
+    rev: Revision,
+) -> Result<(), StateError> {
     let snap = Snapshot {
         rev,
         entries: map
@@ -184,7 +188,9 @@ fn write_snapshot(dir: &Path, map: &BTreeMap<String, Entry>, rev: Revision) -> R
     f.write_all(&bytes).map_err(write_err)?;
     f.sync_all().map_err(write_err)?;
     fs::rename(&tmp, dir.join(SNAPSHOT)).map_err(write_err)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(write_err)?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err)?;
     Ok(())
 }
 
@@ -280,10 +286,15 @@ mod tests {
             s.txn(&[Compare::absent("k")], vec![put("k", "2")]),
             Err(StateError::Conflict { .. })
         ));
-        s.txn(&[Compare::at("k", r)], vec![put("k", "3"), put("other", "o")])
-            .unwrap();
+        s.txn(
+            &[Compare::at("k", r)],
+            vec![put("k", "3"), put("other", "o")],
+        )
+        .unwrap();
         assert_eq!(s.get("k").unwrap().value, "3");
-        assert!(s.txn(&[Compare::at("k", r)], vec![put("other", "x")]).is_err());
+        assert!(s
+            .txn(&[Compare::at("k", r)], vec![put("other", "x")])
+            .is_err());
         assert_eq!(s.get("other").unwrap().value, "o");
     }
 
@@ -300,8 +311,10 @@ mod tests {
             .append(true)
             .open(dir.path().join(LOG))
             .unwrap();
-        f.write_all(b"{\"rev\":2,\"ops\":[{\"put\":{\"key\":\"b\",\"value\":\"2\"}}]}\n{\"rev\":3,\"op")
-            .unwrap();
+        f.write_all(
+            b"{\"rev\":2,\"ops\":[{\"put\":{\"key\":\"b\",\"value\":\"2\"}}]}\n{\"rev\":3,\"op",
+        )
+        .unwrap();
         drop(f);
         let s = Embedded::open(dir.path()).unwrap();
         assert_eq!(s.get("a").unwrap().value, "1");
