@@ -8,16 +8,15 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 
 use crate::body::Body;
 use crate::error::RegistryError;
 use crate::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
 use crate::names::{Digest, Reference, RepoName};
 use crate::registry::Registry;
+use crate::writer::{Pipeline, UploadWriter};
 
-/// Buffer this much of an upload before writing it to disk.
-const WRITE_CHUNK: usize = 1 << 20;
 /// Default page size for tag and catalog listings without `n`.
 const DEFAULT_PAGE: usize = 1000;
 
@@ -549,7 +548,7 @@ async fn finish(
     ))
 }
 
-/// Appends a request body to an upload, hashing as it goes.
+/// Appends a request body to an upload, hashing as it goes (see [`crate::writer`]).
 async fn append<B>(
     reg: &Arc<Registry>,
     id: &str,
@@ -561,52 +560,34 @@ where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut hasher = {
+    let hasher = {
         let (reg, id) = (reg.clone(), id.to_string());
         tokio::task::spawn_blocking(move || reg.take_hash(&id, len))
             .await
             .map_err(|e| RegistryError::UploadInvalid(format!("upload aborted: {e}")))??
     };
-    let mut file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .await
-        .map_err(RegistryError::io("opening upload"))?;
+    let writer = UploadWriter::open(path, len, hasher).map_err(RegistryError::io("opening upload"))?;
+    let pipeline = Pipeline::start(writer);
     let mut body = body;
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
-    let mut total = len;
     let mut failure = None;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    hasher.update(&data);
-                    total += data.len() as u64;
-                    buf.extend_from_slice(&data);
-                    if buf.len() >= WRITE_CHUNK {
-                        file.write_all(&buf)
-                            .await
-                            .map_err(RegistryError::io("writing upload"))?;
-                        buf.clear();
+                    if pipeline.send(data).await.is_err() {
+                        break; // the writer failed; finish() reports why
                     }
                 }
             }
             Err(e) => {
-                failure = Some(RegistryError::UploadInvalid(format!(
-                    "upload body ended early: {e}"
-                )));
+                failure = Some(RegistryError::UploadInvalid(format!("upload body ended early: {e}")));
                 break;
             }
         }
     }
-    file.write_all(&buf)
-        .await
-        .map_err(RegistryError::io("writing upload"))?;
-    file.flush()
-        .await
-        .map_err(RegistryError::io("writing upload"))?;
+    let (hasher, total) = pipeline.finish().await.map_err(RegistryError::io("writing upload"))?;
     if let Some(e) = failure {
-        // The bytes that arrived are kept (the upload can be resumed from them).
+        // The bytes that arrived are kept: the upload can be resumed from them.
         reg.keep_hash(id, hasher, total);
         return Err(e);
     }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod manifest;
 pub mod names;
 pub mod registry;
+pub mod writer;
 
 pub use body::Body;
 pub use error::RegistryError;
