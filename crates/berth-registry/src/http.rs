@@ -566,7 +566,8 @@ where
             .await
             .map_err(|e| RegistryError::UploadInvalid(format!("upload aborted: {e}")))??
     };
-    let writer = UploadWriter::open(path, len, hasher).map_err(RegistryError::io("opening upload"))?;
+    let writer =
+        UploadWriter::open(path, len, hasher).map_err(RegistryError::io("opening upload"))?;
     let pipeline = Pipeline::start(writer);
     let mut body = body;
     let mut failure = None;
@@ -580,12 +581,17 @@ where
                 }
             }
             Err(e) => {
-                failure = Some(RegistryError::UploadInvalid(format!("upload body ended early: {e}")));
+                failure = Some(RegistryError::UploadInvalid(format!(
+                    "upload body ended early: {e}"
+                )));
                 break;
             }
         }
     }
-    let (hasher, total) = pipeline.finish().await.map_err(RegistryError::io("writing upload"))?;
+    let (hasher, total) = pipeline
+        .finish()
+        .await
+        .map_err(RegistryError::io("writing upload"))?;
     if let Some(e) = failure {
         // The bytes that arrived are kept: the upload can be resumed from them.
         reg.keep_hash(id, hasher, total);

@@ -20,6 +20,9 @@ pub mod names;
 pub mod registry;
 pub mod writer;
 
+#[cfg(test)]
+mod proptests;
+
 pub use body::Body;
 pub use error::RegistryError;
 pub use names::{Digest, Reference, RepoName};

@@ -165,7 +165,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u");
         File::create(&path).unwrap();
-        let data: Vec<u8> = (0..(BLOCK * 2 + 12345)).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(BLOCK * 2 + 12345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         let mut w = UploadWriter::open(&path, 0, Sha256::new()).unwrap();
         for chunk in data.chunks(70_001) {
             w.write(chunk).unwrap();
