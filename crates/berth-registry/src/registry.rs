@@ -302,7 +302,11 @@ impl Registry {
         };
         let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
         for b in &parsed.blobs {
-            if self.store.get(&link_key(repo, &b.digest)).is_none() {
+            let present = Digest::parse(&b.digest)
+                .ok()
+                .and_then(|d| self.content.stat(&d))
+                .is_some();
+            if !present || self.store.get(&link_key(repo, &b.digest)).is_none() {
                 return Err(RegistryError::ManifestBlobUnknown(b.digest.clone()));
             }
         }
@@ -625,27 +629,33 @@ impl Registry {
         }
         let now = now_secs() as u64;
         let mut report = GcReport::default();
-        let mut ops = Vec::new();
-        for (d, mtime) in self
-            .content
-            .list()
-            .map_err(RegistryError::io("listing blobs"))?
-        {
+        let mut doomed = Vec::new();
+        for (d, mtime) in self.content.list().map_err(RegistryError::io("listing blobs"))? {
             if marked.contains(d.as_str()) || now.saturating_sub(mtime) < grace_secs {
                 report.blobs_kept += 1;
-                continue;
+            } else {
+                doomed.push(d);
             }
-            report.bytes_removed += self.content.stat(&d).unwrap_or(0);
+        }
+        // Links go first, in one transaction, then the files: a crash in between
+        // leaves orphan files (removed by the next GC), never a link to nothing.
+        let doomed_set: HashSet<&str> = doomed.iter().map(|d| d.as_str()).collect();
+        let mut ops: Vec<Op> = self
+            .store
+            .list("registry/links/")
+            .into_iter()
+            .filter(|(k, _)| k.rsplit_once('@').is_some_and(|(_, d)| doomed_set.contains(d)))
+            .map(|(key, _)| Op::Delete { key })
+            .collect();
+        if !ops.is_empty() {
+            self.store.txn(&[], std::mem::take(&mut ops))?;
+        }
+        for d in &doomed {
+            report.bytes_removed += self.content.stat(d).unwrap_or(0);
             self.content
-                .delete(&d)
+                .delete(d)
                 .map_err(RegistryError::io("deleting blob"))?;
             report.blobs_removed += 1;
-            let suffix = format!("@{d}");
-            for (k, _) in self.store.list("registry/links/") {
-                if k.ends_with(&suffix) {
-                    ops.push(Op::Delete { key: k });
-                }
-            }
         }
         for (id, mtime) in self
             .content
