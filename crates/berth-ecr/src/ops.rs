@@ -279,12 +279,7 @@ impl Ecr {
 
     fn repo_json(&self, r: &Repository, ctx: &Context) -> Value {
         let m = meta_of(r);
-        let mut enc =
-            json!({"encryptionType": m.encryption_type.clone().unwrap_or_else(|| "AES256".into())});
-        if let Some(k) = &m.kms_key {
-            enc["kmsKey"] = json!(k);
-        }
-        json!({
+        let mut v = json!({
             "repositoryArn": self.arn(ctx, &r.name),
             "registryId": ctx.account,
             "repositoryName": r.name,
@@ -292,8 +287,16 @@ impl Ecr {
             "createdAt": r.created_at,
             "imageTagMutability": if r.immutable_tags { "IMMUTABLE" } else { "MUTABLE" },
             "imageScanningConfiguration": {"scanOnPush": m.scan_on_push},
-            "encryptionConfiguration": enc,
-        })
+        });
+        // Reported only when the repository's blobs really are encrypted at rest.
+        if r.encrypted {
+            let mut enc = json!({"encryptionType": m.encryption_type.clone().unwrap_or_else(|| "AES256".into())});
+            if let Some(k) = &m.kms_key {
+                enc["kmsKey"] = json!(k);
+            }
+            v["encryptionConfiguration"] = enc;
+        }
+        v
     }
 
     fn create_repository(&self, i: RepoInput, ctx: &Context) -> Result<Value, EcrError> {
@@ -332,6 +335,7 @@ impl Ecr {
             name,
             created_at: now_secs(),
             immutable_tags: immutable,
+            encrypted: meta.encryption_type.is_some(),
             meta: serde_json::to_value(&meta).expect("meta serialises"),
         };
         let repo = self.reg.create_repo(repo).map_err(self.reg_err(ctx))?;

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncSeekExt;
 
 use crate::body::Body;
+use crate::content::BlobSource;
 use crate::error::RegistryError;
 use crate::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
 use crate::names::{Digest, Reference, RepoName};
@@ -416,7 +417,8 @@ async fn blob(
 ) -> Result<Response<Body>, RegistryError> {
     match method {
         Method::GET | Method::HEAD => {
-            let (path, size) = reg.blob(&name, &d)?;
+            let source = reg.blob(&name, &d)?;
+            let size = source.size();
             let range = match header_str(headers, "range") {
                 Some(v) => match parse_range(v, size) {
                     Some(r) => Some(r),
@@ -438,19 +440,28 @@ async fn blob(
                 Some((s, e)) => (s, e - s + 1, StatusCode::PARTIAL_CONTENT),
                 None => (0, size, StatusCode::OK),
             };
-            let body = if method == Method::GET && len > 0 {
-                let mut file = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(RegistryError::io("opening blob"))?;
-                file.seek(std::io::SeekFrom::Start(start))
-                    .await
-                    .map_err(RegistryError::io("seeking blob"))?;
-                Body::File {
-                    file,
-                    remaining: len,
-                }
-            } else {
+            let body = if method != Method::GET || len == 0 {
                 Body::empty()
+            } else {
+                match source {
+                    BlobSource::Encrypted(dec) => Body::Decrypt {
+                        dec,
+                        pos: start,
+                        end: start + len,
+                    },
+                    BlobSource::Plain { path, .. } => {
+                        let mut file = tokio::fs::File::open(&path)
+                            .await
+                            .map_err(RegistryError::io("opening blob"))?;
+                        file.seek(std::io::SeekFrom::Start(start))
+                            .await
+                            .map_err(RegistryError::io("seeking blob"))?;
+                        Body::File {
+                            file,
+                            remaining: len,
+                        }
+                    }
+                }
             };
             let mut r = Response::new(body);
             *r.status_mut() = status;

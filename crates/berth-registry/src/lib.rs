@@ -13,6 +13,7 @@
 
 pub mod body;
 pub mod content;
+pub mod crypt;
 pub mod error;
 pub mod http;
 pub mod manifest;

@@ -31,6 +31,9 @@ pub struct Repository {
     /// Seconds since the epoch (fractional).
     pub created_at: f64,
     pub immutable_tags: bool,
+    /// Blobs pushed or mounted into the repository are encrypted at rest.
+    #[serde(default)]
+    pub encrypted: bool,
     #[serde(default)]
     pub meta: serde_json::Value,
 }
@@ -316,7 +319,7 @@ impl Registry {
             }
         }
         self.content
-            .put_bytes(bytes)
+            .put_bytes(bytes, repository.encrypted)
             .map_err(RegistryError::io("writing manifest"))?;
         let _g = self.lock_meta();
         let mut ops = Vec::new();
@@ -462,13 +465,17 @@ impl Registry {
 
     // ---- blobs --------------------------------------------------------------
 
-    /// Path and size of a blob that is in `repo`.
-    pub fn blob(&self, repo: &str, d: &Digest) -> Result<(PathBuf, u64), RegistryError> {
+    /// A blob that is in `repo`, ready to be read.
+    pub fn blob(
+        &self,
+        repo: &str,
+        d: &Digest,
+    ) -> Result<crate::content::BlobSource, RegistryError> {
         self.repo(repo)?;
         let linked = self.store.get(&link_key(repo, d.as_str())).is_some()
             || self.manifest_record(repo, d).is_some();
-        match (linked, self.content.stat(d)) {
-            (true, Some(size)) => Ok((self.content.blob_path(d), size)),
+        match (linked, self.content.source(d)) {
+            (true, Some(src)) => Ok(src),
             _ => Err(RegistryError::BlobUnknown(d.to_string())),
         }
     }
@@ -486,11 +493,16 @@ impl Registry {
 
     /// Cross-repository mount: links `d` into `repo` if `from` holds it.
     pub fn mount(&self, repo: &str, from: &str, d: &Digest) -> Result<bool, RegistryError> {
-        self.repo(repo)?;
+        let target = self.repo(repo)?;
         let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
-        let Ok((_, size)) = self.blob(from, d) else {
+        let Ok(size) = self.blob(from, d).map(|s| s.size()) else {
             return Ok(false);
         };
+        if target.encrypted {
+            self.content
+                .ensure_encrypted(d)
+                .map_err(RegistryError::io("encrypting mounted blob"))?;
+        }
         self.store
             .put(&link_key(repo, d.as_str()), size.to_string())?;
         Ok(true)
@@ -582,10 +594,11 @@ impl Registry {
                 actual: format!("sha256:{actual_hex}"),
             });
         }
+        let encrypted = self.repo(repo)?.encrypted;
         let _gc = self.gc.read().unwrap_or_else(|p| p.into_inner());
         let size = self
             .content
-            .commit_upload(id, want)
+            .commit_upload(id, want, encrypted)
             .map_err(RegistryError::io("committing upload"))?;
         self.store.txn(
             &[],
@@ -630,7 +643,11 @@ impl Registry {
         let now = now_secs() as u64;
         let mut report = GcReport::default();
         let mut doomed = Vec::new();
-        for (d, mtime) in self.content.list().map_err(RegistryError::io("listing blobs"))? {
+        for (d, mtime) in self
+            .content
+            .list()
+            .map_err(RegistryError::io("listing blobs"))?
+        {
             if marked.contains(d.as_str()) || now.saturating_sub(mtime) < grace_secs {
                 report.blobs_kept += 1;
             } else {
@@ -644,7 +661,10 @@ impl Registry {
             .store
             .list("registry/links/")
             .into_iter()
-            .filter(|(k, _)| k.rsplit_once('@').is_some_and(|(_, d)| doomed_set.contains(d)))
+            .filter(|(k, _)| {
+                k.rsplit_once('@')
+                    .is_some_and(|(_, d)| doomed_set.contains(d))
+            })
             .map(|(key, _)| Op::Delete { key })
             .collect();
         if !ops.is_empty() {
@@ -690,6 +710,7 @@ mod tests {
             name: "app".into(),
             created_at: 0.0,
             immutable_tags: false,
+            encrypted: false,
             meta: serde_json::Value::Null,
         })
         .unwrap();
@@ -798,6 +819,7 @@ mod tests {
             name: "other".into(),
             created_at: 0.0,
             immutable_tags: false,
+            encrypted: false,
             meta: serde_json::Value::Null,
         })
         .unwrap();
