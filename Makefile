@@ -4,7 +4,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 VENV ?= $(CURDIR)/.venv
-export VENV
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+BERTH_BIN ?= $(TARGET_DIR)/debug/berth
+export VENV BERTH_BIN
 
 .PHONY: all build release deps test test-rust test-integration lint demo bench clean
 
@@ -27,7 +29,7 @@ test-rust:
 	$(CARGO) test --workspace
 
 test-integration: build
-	BERTH_BIN=$(CURDIR)/target/debug/berth $(VENV)/bin/pytest -q -ra tests
+	$(VENV)/bin/pytest -q -ra tests
 
 # The whole suite: lint, unit tests, integration tests with real clients.
 test: deps lint test-rust test-integration
@@ -36,7 +38,7 @@ demo: deps build
 	bash scripts/demo.sh
 
 bench: deps release
-	bash bench/run.sh
+	BERTH_BIN=$(TARGET_DIR)/release/berth bash bench/run.sh
 
 clean:
 	$(CARGO) clean
