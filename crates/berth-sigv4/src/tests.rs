@@ -249,3 +249,36 @@ fn canonical_forms() {
     assert_eq!(canonical_uri("/a b/%7Ec"), "/a%20b/~c");
     assert_eq!(canonical_query("b=2&a=%2F&c"), "a=%2F&b=2&c=");
 }
+
+mod properties {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Parsing arbitrary Authorization headers and dates never panics.
+        #[test]
+        fn parsers_total(s in "\\PC{0,200}") {
+            let _ = parse_authorization(&s);
+            let _ = parse_amz_date(&s);
+            let _ = parse_authorization(&format!("AWS4-HMAC-SHA256 {s}"));
+        }
+
+        /// Verification of an arbitrary request with arbitrary headers never panics.
+        #[test]
+        fn verify_total(path in "\\PC{0,40}", query in "\\PC{0,40}", hv in "\\PC{0,40}", now in 0u64..5_000_000_000) {
+            let headers = [("host", hv.as_str()), ("x-amz-date", "20150830T123600Z")];
+            let req = Request { method: "POST", path: &path, query: &query, headers: &headers, payload_sha256_hex: "" };
+            let auth = parse_authorization(&format!(
+                "AWS4-HMAC-SHA256 Credential=AK/20150830/us-east-1/ecr/aws4_request, SignedHeaders=host;x-amz-date, Signature={}",
+                "0".repeat(64)
+            )).unwrap();
+            let _ = verify(&req, &auth, "secret", now, 900);
+        }
+
+        /// Every timestamp formats to a date that parses back to it.
+        #[test]
+        fn dates_round_trip(t in 0u64..253_402_300_799) {
+            prop_assert_eq!(parse_amz_date(&format_amz_date(t)), Ok(t));
+        }
+    }
+}
