@@ -1,1 +1,285 @@
-//! placeholder
+//! `berth build`: images from a Dockerfile subset, with reproducible layers.
+//!
+//! [`dockerfile`] parses (pure); [`build`] reads the build context and produces the
+//! layer blobs, the image config and the OCI manifest in memory, ready to push. No
+//! networking: the caller fetches a base image (`FROM` something other than
+//! `scratch`) from berth's registry and hands it in as a [`BaseImage`].
+//!
+//! Reproducible: entries sorted by path, mtimes and `created` fixed at the epoch,
+//! owners 0:0 unless `--chown`, gzip without name or time — the same context and
+//! Dockerfile always give the same manifest digest. Nothing outside the context is
+//! read: sources are resolved lexically inside it, must not pass through a symlinked
+//! directory, and symlinks are copied as symlinks, never followed.
+#![forbid(unsafe_code)]
+
+pub mod dockerfile;
+mod layer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+pub use dockerfile::{parse, Instruction, InstructionKind, ParseError};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// The fixed creation time of everything berth builds (reproducibility).
+pub const EPOCH: &str = "1970-01-01T00:00:00Z";
+
+/// A content descriptor.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// A base image handed in by the caller: its config JSON and its layers' descriptors.
+#[derive(Clone, Debug)]
+pub struct BaseImage {
+    pub config: Value,
+    pub layers: Vec<Descriptor>,
+}
+
+/// The built image: new layer blobs, config and manifest, each with its digest.
+#[derive(Clone, Debug)]
+pub struct BuiltImage {
+    pub manifest: Vec<u8>,
+    pub manifest_digest: String,
+    pub config: Vec<u8>,
+    pub config_digest: String,
+    pub new_layers: Vec<(Descriptor, Vec<u8>)>,
+    pub base_layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("line {line}: {message}")]
+    Context { line: usize, message: String },
+    #[error("line {line}: cannot read {path}")]
+    Io {
+        line: usize,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("base image: {0}")]
+    Base(String),
+}
+
+pub(crate) fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Builds the image described by `instructions` from the `context` directory.
+pub fn build(
+    context: &Path,
+    instructions: &[Instruction],
+    base: Option<BaseImage>,
+) -> Result<BuiltImage, BuildError> {
+    let (mut cfg, mut diff_ids, mut history, base_layers) = match base {
+        Some(b) => {
+            let cfg = b.config.get("config").cloned().unwrap_or_else(|| json!({}));
+            let diff_ids: Vec<Value> = b
+                .config
+                .pointer("/rootfs/diff_ids")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if diff_ids.len() != b.layers.len() {
+                return Err(BuildError::Base(format!(
+                    "config lists {} diff_ids but the manifest {} layers",
+                    diff_ids.len(),
+                    b.layers.len()
+                )));
+            }
+            let history = b
+                .config
+                .get("history")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            (cfg, diff_ids, history, b.layers)
+        }
+        None => (json!({}), Vec::new(), Vec::new(), Vec::new()),
+    };
+    if !cfg.is_object() {
+        cfg = json!({});
+    }
+    let mut workdir = cfg
+        .get("WorkingDir")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut new_layers = Vec::new();
+    for ins in instructions {
+        let created_by = describe(&ins.kind);
+        let mut empty_layer = true;
+        match &ins.kind {
+            InstructionKind::From(_) => continue,
+            InstructionKind::Copy {
+                sources,
+                dest,
+                chown,
+            }
+            | InstructionKind::Add {
+                sources,
+                dest,
+                chown,
+            } => {
+                let extract = matches!(ins.kind, InstructionKind::Add { .. });
+                let tar = layer::copy_layer(
+                    context,
+                    sources,
+                    dest,
+                    &workdir,
+                    chown.as_deref(),
+                    extract,
+                    ins.line,
+                )?;
+                push_layer(&mut new_layers, &mut diff_ids, tar);
+                empty_layer = false;
+            }
+            InstructionKind::Workdir(w) => {
+                workdir = layer::resolve_dest(w, &workdir);
+                let tar = layer::dir_layer(&workdir, ins.line)?;
+                push_layer(&mut new_layers, &mut diff_ids, tar);
+                cfg["WorkingDir"] = json!(workdir);
+                empty_layer = false;
+            }
+            InstructionKind::Env(kvs) => {
+                let mut env: Vec<String> = cfg
+                    .get("Env")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for (k, v) in kvs {
+                    env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
+                    env.push(format!("{k}={v}"));
+                }
+                cfg["Env"] = json!(env);
+            }
+            InstructionKind::Label(kvs) => {
+                let mut labels: BTreeMap<String, Value> = cfg
+                    .get("Labels")
+                    .and_then(Value::as_object)
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                for (k, v) in kvs {
+                    labels.insert(k.clone(), json!(v));
+                }
+                cfg["Labels"] = json!(labels);
+            }
+            InstructionKind::Entrypoint(e) => {
+                cfg["Entrypoint"] = json!(e);
+                // Docker: setting ENTRYPOINT resets a CMD inherited from the base image.
+                if let Some(o) = cfg.as_object_mut() {
+                    o.remove("Cmd");
+                }
+            }
+            InstructionKind::Cmd(c) => cfg["Cmd"] = json!(c),
+            InstructionKind::Expose(ports) => {
+                for p in ports {
+                    if cfg.get("ExposedPorts").and_then(Value::as_object).is_none() {
+                        cfg["ExposedPorts"] = json!({});
+                    }
+                    cfg["ExposedPorts"][p] = json!({});
+                }
+            }
+            InstructionKind::User(u) => cfg["User"] = json!(u),
+        }
+        let mut h = json!({"created": EPOCH, "created_by": created_by});
+        if empty_layer {
+            h["empty_layer"] = json!(true);
+        }
+        history.push(h);
+    }
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": EPOCH,
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    });
+    let config = serde_json::to_vec(&config).expect("config serialises");
+    let config_digest = sha256_digest(&config);
+    let layers: Vec<Descriptor> = base_layers
+        .iter()
+        .cloned()
+        .chain(new_layers.iter().map(|(d, _)| d.clone()))
+        .collect();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    });
+    let manifest = serde_json::to_vec(&manifest).expect("manifest serialises");
+    Ok(BuiltImage {
+        manifest_digest: sha256_digest(&manifest),
+        manifest,
+        config_digest,
+        config,
+        new_layers,
+        base_layers,
+    })
+}
+
+fn push_layer(
+    new_layers: &mut Vec<(Descriptor, Vec<u8>)>,
+    diff_ids: &mut Vec<Value>,
+    tar: Vec<u8>,
+) {
+    diff_ids.push(json!(sha256_digest(&tar)));
+    let gz = layer::gzip(&tar);
+    let d = Descriptor {
+        media_type: OCI_LAYER_GZIP.into(),
+        digest: sha256_digest(&gz),
+        size: gz.len() as u64,
+    };
+    new_layers.push((d, gz));
+}
+
+fn describe(k: &InstructionKind) -> String {
+    use InstructionKind::*;
+    match k {
+        From(i) => format!("FROM {i}"),
+        Copy { sources, dest, .. } => format!("COPY {} {dest}", sources.join(" ")),
+        Add { sources, dest, .. } => format!("ADD {} {dest}", sources.join(" ")),
+        Env(kv) => format!(
+            "ENV {}",
+            kv.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Workdir(w) => format!("WORKDIR {w}"),
+        Entrypoint(e) => format!(
+            "ENTRYPOINT {}",
+            serde_json::to_string(e).unwrap_or_default()
+        ),
+        Cmd(c) => format!("CMD {}", serde_json::to_string(c).unwrap_or_default()),
+        Expose(p) => format!("EXPOSE {}", p.join(" ")),
+        User(u) => format!("USER {u}"),
+        Label(kv) => format!(
+            "LABEL {}",
+            kv.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;
