@@ -45,7 +45,7 @@ CMD ["/bin/busybox", "sh", "-c", "echo $GREETING"]
 DOCKERFILE
 "$BERTH" build --endpoint-url "http://$REG" --data-dir "$WORK/data" -t hello-world:latest "$WORK/ctx"
 
-step "aws ecr get-login-password | skopeo login (the registry speaks Basic auth, as ECR does)"
+step "aws ecr get-login-password (docker, skopeo and podman log in with it as user AWS)"
 PASSWORD="$("${AWS[@]}" ecr get-login-password)"
 echo "password of ${#PASSWORD} characters, valid 12 hours"
 

@@ -1,1 +1,20 @@
-//! placeholder
+//! The berth CLI's client: SigV4-signed AWS JSON calls ([`ApiClient`]), OCI pushes and
+//! pulls ([`RegistryClient`]), image references and OCI image layouts on disk.
+//!
+//! Blocking (the CLI does one thing at a time); errors are typed per operation and
+//! carry the server's own message (AWS `__type: message`, OCI `CODE: message`).
+#![forbid(unsafe_code)]
+
+mod api;
+mod creds;
+pub mod layout;
+mod reference;
+mod registry;
+
+pub use api::{ApiClient, ApiError};
+pub use creds::{CredentialError, Credentials};
+pub use reference::{ImageRef, RefError};
+pub use registry::{RegistryClient, RegistryError};
+
+/// The ECR target prefix.
+pub const ECR: &str = "AmazonEC2ContainerRegistry_V20150921";

@@ -33,6 +33,14 @@ enum Command {
     Server(commands::server::Args),
     /// Remove registry blobs no image references (run while the server is stopped).
     Gc(commands::gc::Args),
+    /// Build an image from a Dockerfile (subset) and push it to berth's registry.
+    Build(commands::build::Args),
+    /// Push an OCI image layout (directory or tar) to berth's registry.
+    Push(commands::push::Args),
+    /// Pull an image from berth's registry into an OCI image layout.
+    Pull(commands::pull::Args),
+    /// List repositories and their images.
+    Images(commands::images::Args),
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -55,5 +63,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(a) => commands::server::run(a),
         Command::Gc(a) => commands::gc::run(a),
+        Command::Build(a) => commands::build::run(a),
+        Command::Push(a) => commands::push::run(a),
+        Command::Pull(a) => commands::pull::run(a),
+        Command::Images(a) => commands::images::run(a),
     }
 }

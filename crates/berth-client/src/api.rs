@@ -1,0 +1,138 @@
+//! SigV4-signed AWS JSON 1.1 calls.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::Credentials;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{type_name}: {message}")]
+    Aws { type_name: String, message: String },
+    #[error("cannot reach berth at {endpoint}: {message}")]
+    Transport { endpoint: String, message: String },
+    #[error("unexpected response from {endpoint}: {message}")]
+    Protocol { endpoint: String, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    endpoint: String,
+    creds: Credentials,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    /// `endpoint` is `http://host:port`.
+    pub fn new(endpoint: &str, creds: Credentials) -> Self {
+        ApiClient {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            creds,
+            agent: ureq::AgentBuilder::new().build(),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// `host:port` of the endpoint.
+    pub fn host(&self) -> &str {
+        self.endpoint
+            .split_once("://")
+            .map(|(_, h)| h)
+            .unwrap_or(&self.endpoint)
+            .split('/')
+            .next()
+            .unwrap_or("")
+    }
+
+    /// Calls `prefix.op` with `input`; AWS errors come back as [`ApiError::Aws`].
+    pub fn call(
+        &self,
+        prefix: &str,
+        op: &str,
+        service: &str,
+        input: &Value,
+    ) -> Result<Value, ApiError> {
+        let body = serde_json::to_vec(input).expect("json serialises");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let amz_date = berth_sigv4::format_amz_date(now);
+        let target = format!("{prefix}.{op}");
+        let host = self.host().to_string();
+        let hash = berth_sigv4::sha256_hex(&body);
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("host", host.as_str()),
+            ("x-amz-date", amz_date.as_str()),
+            ("x-amz-target", target.as_str()),
+        ];
+        let req = berth_sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload_sha256_hex: &hash,
+        };
+        let auth = berth_sigv4::sign(
+            &req,
+            &self.creds.access_key_id,
+            &self.creds.secret_access_key,
+            &self.creds.region,
+            service,
+            &amz_date,
+        );
+        let mut r = self.agent.post(&format!("{}/", self.endpoint));
+        for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
+            r = r.set(k, v);
+        }
+        let resp = r.set("authorization", &auth).send_bytes(&body);
+        let proto = |m: String| ApiError::Protocol {
+            endpoint: self.endpoint.clone(),
+            message: m,
+        };
+        match resp {
+            Ok(resp) => {
+                let text = resp.into_string().map_err(|e| proto(e.to_string()))?;
+                serde_json::from_str::<Value>(&text).map_err(|e| proto(e.to_string()))
+            }
+            Err(ureq::Error::Status(code, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(v) if v.get("__type").is_some() => Err(ApiError::Aws {
+                        type_name: v["__type"]
+                            .as_str()
+                            .unwrap_or("")
+                            .rsplit('#')
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                        message: v
+                            .get("message")
+                            .or(v.get("Message"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    }),
+                    _ => Err(proto(format!(
+                        "HTTP {code}: {}",
+                        text.chars().take(200).collect::<String>()
+                    ))),
+                }
+            }
+            Err(e) => Err(ApiError::Transport {
+                endpoint: self.endpoint.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// ECR call (signing name `ecr`).
+    pub fn ecr(&self, op: &str, input: &Value) -> Result<Value, ApiError> {
+        self.call(crate::ECR, op, "ecr", input)
+    }
+}
