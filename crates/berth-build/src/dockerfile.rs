@@ -54,263 +54,451 @@ fn err(line: usize, message: impl Into<String>) -> ParseError {
     }
 }
 
-/// Joins continuation lines; returns (first line number, logical line).
+/// Instructions Docker has that `berth build` does not (yet): refused as "not
+/// supported yet", anything else as unknown.
+const UNSUPPORTED: [&str; 8] = [
+    "RUN",
+    "ARG",
+    "SHELL",
+    "HEALTHCHECK",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "VOLUME",
+    "MAINTAINER",
+];
+
+type Env = BTreeMap<String, String>;
+
+/// Joins continuation lines as Docker does: the trailing `\` and the newline are
+/// removed and the next line is appended as it is (`ENV A=a\` + `b` is `A=ab`);
+/// comment and blank lines inside an instruction are skipped. Returns the line each
+/// instruction starts on with its text.
 fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     let mut current: Option<(usize, String)> = None;
     for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
         let trimmed = raw.trim();
-        if current.is_none() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+        if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        if current.is_some() && trimmed.starts_with('#') {
-            continue; // comments inside a continued instruction are dropped
-        }
-        let (body, continues) = match trimmed.strip_suffix('\\') {
+        let body = raw.trim_end();
+        let (body, continues) = match body.strip_suffix('\\') {
             Some(b) => (b, true),
-            None => (trimmed, false),
+            None => (body, false),
         };
-        let entry = current.get_or_insert_with(|| (n, String::new()));
-        if !entry.1.is_empty() {
-            entry.1.push(' ');
+        let entry = current.get_or_insert_with(|| (i + 1, String::new()));
+        if entry.1.is_empty() {
+            entry.1.push_str(body.trim_start());
+        } else {
+            entry.1.push_str(body);
         }
-        entry.1.push_str(body.trim());
         if !continues {
-            out.push(current.take().expect("set above"));
+            out.extend(current.take());
         }
     }
-    if let Some(c) = current {
-        out.push(c);
-    }
+    out.extend(current);
+    out.retain(|(_, l)| !l.trim().is_empty());
     out
 }
 
-/// Expands `$VAR` and `${VAR}` (unknown variables expand to nothing, as Docker does).
-fn substitute(s: &str, env: &BTreeMap<String, String>) -> String {
-    let b: Vec<char> = s.chars().collect();
+/// Expands the `$...` at the start of `c`; returns the value and how many characters
+/// it used. `$VAR`, `${VAR}`, `${VAR:-default}` and `${VAR:+alternative}` as in the
+/// Dockerfile reference ("Environment replacement"); unknown variables are empty.
+fn dollar(c: &[char], env: &Env, line: usize) -> Result<(String, usize), ParseError> {
+    match c.get(1) {
+        Some('{') => {
+            let end = c
+                .iter()
+                .position(|&x| x == '}')
+                .ok_or_else(|| err(line, "unterminated ${ in variable substitution"))?;
+            let inner: String = c[2..end].iter().collect();
+            let split = inner
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .unwrap_or(inner.len());
+            let (name, rest) = inner.split_at(split);
+            if name.is_empty() {
+                return Err(err(line, format!("bad substitution ${{{inner}}}")));
+            }
+            let val = env.get(name).map(String::as_str).filter(|v| !v.is_empty());
+            let out = if rest.is_empty() {
+                val.unwrap_or("")
+            } else if let Some(word) = rest.strip_prefix(":-") {
+                val.unwrap_or(word)
+            } else if let Some(word) = rest.strip_prefix(":+") {
+                val.map_or("", |_| word)
+            } else {
+                return Err(err(
+                    line,
+                    format!(
+                        "bad substitution ${{{inner}}} (supported: ${{VAR}}, ${{VAR:-default}}, ${{VAR:+alternative}})"
+                    ),
+                ));
+            };
+            Ok((out.to_string(), end + 1))
+        }
+        Some(&ch) if ch.is_ascii_alphabetic() || ch == '_' => {
+            let len = c[1..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                .count();
+            let name: String = c[1..=len].iter().collect();
+            Ok((env.get(&name).cloned().unwrap_or_default(), len + 1))
+        }
+        _ => Ok(("$".into(), 1)),
+    }
+}
+
+/// One word processed as Docker's shell lexer does (moby/buildkit
+/// `frontend/dockerfile/shell/lex.go`): single quotes are literal, double quotes
+/// expand `$` and honour `\"`, `\$` and `\\`, a bare `\` escapes the next character.
+fn word(s: &str, env: &Env, line: usize) -> Result<String, ParseError> {
+    let c: Vec<char> = s.chars().collect();
     let mut out = String::new();
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == '\\' && i + 1 < b.len() && b[i + 1] == '$' {
-            out.push('$');
-            i += 2;
-            continue;
-        }
-        if b[i] == '$' && i + 1 < b.len() {
-            if b[i + 1] == '{' {
-                if let Some(end) = b[i + 2..].iter().position(|&c| c == '}') {
-                    let name: String = b[i + 2..i + 2 + end].iter().collect();
-                    out.push_str(env.get(&name).map(String::as_str).unwrap_or(""));
-                    i += end + 3;
-                    continue;
-                }
-            } else if b[i + 1].is_ascii_alphabetic() || b[i + 1] == '_' {
-                let len = b[i + 1..]
+    while i < c.len() {
+        match c[i] {
+            '\'' => {
+                let end = c[i + 1..]
                     .iter()
-                    .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-                    .count();
-                let name: String = b[i + 1..i + 1 + len].iter().collect();
-                out.push_str(env.get(&name).map(String::as_str).unwrap_or(""));
-                i += len + 1;
-                continue;
+                    .position(|&x| x == '\'')
+                    .ok_or_else(|| err(line, "unterminated single quote"))?;
+                out.extend(&c[i + 1..i + 1 + end]);
+                i += end + 2;
+            }
+            '"' => {
+                i += 1;
+                loop {
+                    match c.get(i) {
+                        None => return Err(err(line, "unterminated double quote")),
+                        Some('"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some('\\') if matches!(c.get(i + 1), Some('"' | '$' | '\\')) => {
+                            out.push(c[i + 1]);
+                            i += 2;
+                        }
+                        Some('$') => {
+                            let (v, n) = dollar(&c[i..], env, line)?;
+                            out.push_str(&v);
+                            i += n;
+                        }
+                        Some(&d) => {
+                            out.push(d);
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            '\\' => {
+                out.extend(c.get(i + 1));
+                i += 2;
+            }
+            '$' => {
+                let (v, n) = dollar(&c[i..], env, line)?;
+                out.push_str(&v);
+                i += n;
+            }
+            ch => {
+                out.push(ch);
+                i += 1;
             }
         }
-        out.push(b[i]);
-        i += 1;
     }
-    out
+    Ok(out)
 }
 
-/// Splits words honouring double and single quotes.
-fn words(s: &str, line: usize) -> Result<Vec<String>, ParseError> {
+/// Splits on unquoted whitespace, keeping quotes and escapes in the words for
+/// [`word`] to process (Docker's `parseWords`).
+fn raw_words(s: &str, line: usize) -> Result<Vec<String>, ParseError> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    let mut in_word = false;
     let mut quote: Option<char> = None;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('"'), '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
+    let mut escaped = false;
+    for ch in s.chars() {
+        if escaped {
+            cur.push(ch);
+            escaped = false;
+            continue;
+        }
+        match (quote, ch) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
             }
-            (Some(_), c) => cur.push(c),
-            (None, '"') | (None, '\'') => {
-                quote = Some(c);
-                in_word = true;
+            (Some('\''), c) => cur.push(c),
+            (_, '\\') => {
+                cur.push(ch);
+                escaped = true;
             }
-            (None, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                    in_word = true;
-                }
+            (None, '\'' | '"') => {
+                quote = Some(ch);
+                cur.push(ch);
             }
             (None, c) if c.is_whitespace() => {
-                if in_word {
+                if !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));
-                    in_word = false;
                 }
             }
-            (None, c) => {
-                cur.push(c);
-                in_word = true;
-            }
+            (_, c) => cur.push(c),
         }
     }
-    if quote.is_some() {
-        return Err(err(line, "unterminated quote"));
+    if let Some(q) = quote {
+        return Err(err(
+            line,
+            if q == '"' {
+                "unterminated double quote"
+            } else {
+                "unterminated single quote"
+            },
+        ));
     }
-    if in_word {
+    if !cur.is_empty() {
         out.push(cur);
     }
     Ok(out)
 }
 
-fn key_values(args: &str, line: usize, what: &str) -> Result<Vec<(String, String)>, ParseError> {
-    let ws = words(args, line)?;
-    if ws.is_empty() {
+/// `KEY=VALUE ...` or the legacy `KEY VALUE` of `ENV` and `LABEL`. Every pair is
+/// expanded with the variables as they were before the instruction (Docker: `ENV
+/// a=1 b=$a` sees the old `a`).
+fn key_values(
+    args: &str,
+    env: &Env,
+    line: usize,
+    what: &str,
+) -> Result<Vec<(String, String)>, ParseError> {
+    let ws = raw_words(args, line)?;
+    let Some(first) = ws.first() else {
         return Err(err(line, format!("{what} needs at least one KEY=VALUE")));
+    };
+    if !first.contains('=') {
+        let t = args.trim();
+        let (k, rest) = t.split_once(char::is_whitespace).ok_or_else(|| {
+            err(
+                line,
+                format!("{what} {t} has no value; write {what} {t}=VALUE"),
+            )
+        })?;
+        return Ok(vec![(word(k, env, line)?, word(rest.trim(), env, line)?)]);
     }
-    if !ws[0].contains('=') {
-        // legacy form: KEY VALUE...
-        let (k, rest) = args
-            .trim()
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| err(line, format!("{what} {} has no value", ws[0])))?;
-        return Ok(vec![(k.to_string(), rest.trim().to_string())]);
-    }
-    ws.into_iter()
+    ws.iter()
         .map(|w| {
             let (k, v) = w
                 .split_once('=')
                 .ok_or_else(|| err(line, format!("{what} expects KEY=VALUE, got '{w}'")))?;
+            let k = word(k, env, line)?;
             if k.is_empty() {
-                return Err(err(line, format!("{what} has an empty key")));
+                return Err(err(line, format!("{what} has an empty key in '{w}'")));
             }
-            Ok((k.to_string(), v.to_string()))
+            Ok((k, word(v, env, line)?))
         })
         .collect()
 }
 
-fn exec_or_shell(args: &str, line: usize) -> Result<Vec<String>, ParseError> {
+/// `ENTRYPOINT`/`CMD`: a JSON array (exec form) or a string run by `/bin/sh -c`.
+/// Docker falls back to the shell form when the JSON is malformed; berth refuses it,
+/// since a scratch image has no shell to run the fallback with.
+fn exec_or_shell(args: &str, line: usize, what: &str) -> Result<Vec<String>, ParseError> {
     let t = args.trim();
     if t.starts_with('[') {
         serde_json::from_str::<Vec<String>>(t).map_err(|e| {
             err(
                 line,
-                format!("exec form must be a JSON array of strings: {e}"),
+                format!(
+                    "{what} exec form must be a JSON array of strings in double quotes, e.g. [\"/app\", \"--flag\"]: {e}"
+                ),
             )
         })
     } else if t.is_empty() {
-        Err(err(line, "needs a command"))
+        Err(err(line, format!("{what} needs a command")))
     } else {
         Ok(vec!["/bin/sh".into(), "-c".into(), t.to_string()])
     }
 }
 
-fn copy_args(
-    args: &str,
-    line: usize,
-    what: &str,
-) -> Result<(Vec<String>, String, Option<String>), ParseError> {
+type CopyArgs = (Vec<String>, String, Option<String>);
+
+fn copy_args(args: &str, env: &Env, line: usize, what: &str) -> Result<CopyArgs, ParseError> {
     let mut chown = None;
-    let mut rest = args.trim();
+    let mut rest = args.trim_start();
     while let Some(flag) = rest.strip_prefix("--") {
         let (f, after) = flag.split_once(char::is_whitespace).unwrap_or((flag, ""));
-        match f.split_once('=') {
-            Some(("chown", v)) => {
-                let ok = v
-                    .split(':')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                    && v.split(':').count() <= 2;
-                if !ok {
+        let (name, value) = f.split_once('=').map_or((f, None), |(n, v)| (n, Some(v)));
+        match (name, value) {
+            ("chown", Some(v)) => {
+                let v = word(v, env, line)?;
+                let parts: Vec<&str> = v.split(':').collect();
+                let numeric = |p: &&str| !p.is_empty() && p.parse::<u32>().is_ok();
+                if parts.len() > 2 || !parts.iter().all(numeric) {
                     return Err(err(
                         line,
-                        format!("{what} --chown={v}: only numeric uid[:gid] is supported"),
+                        format!(
+                            "{what} --chown={v}: only a numeric UID[:GID] is supported (berth build cannot look up names)"
+                        ),
                     ));
                 }
-                chown = Some(v.to_string());
+                chown = Some(v);
+            }
+            // Layers berth builds never depend on the one below, which is what
+            // --link asks for.
+            ("link", None | Some("true")) => {}
+            ("from", _) => {
+                return Err(err(
+                    line,
+                    format!("{what} --from (multi-stage builds) is not supported"),
+                ))
             }
             _ => {
                 return Err(err(
                     line,
-                    format!("{what} flag --{f} is not supported (only --chown=UID[:GID])"),
+                    format!(
+                        "{what} flag --{f} is not supported (only --chown=UID[:GID] and --link)"
+                    ),
                 ))
             }
         }
         rest = after.trim_start();
     }
+    if rest.starts_with("<<") {
+        return Err(err(
+            line,
+            format!("{what} with a heredoc is not supported; put the content in a file"),
+        ));
+    }
     let parts = if rest.starts_with('[') {
         serde_json::from_str::<Vec<String>>(rest).map_err(|e| {
             err(
                 line,
-                format!("{what} JSON form must be an array of strings: {e}"),
+                format!("{what} JSON form must be an array of strings in double quotes: {e}"),
             )
         })?
     } else {
-        words(rest, line)?
+        raw_words(rest, line)?
     };
-    if parts.len() < 2 {
+    let parts = parts
+        .iter()
+        .map(|p| word(p, env, line))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some((dest, sources)) = parts.split_last().filter(|(_, s)| !s.is_empty()) else {
         return Err(err(
             line,
             format!("{what} needs at least one source and a destination"),
         ));
+    };
+    if let Some(url) = sources.iter().find(|s| is_url(s)) {
+        return Err(err(
+            line,
+            if what == "ADD" {
+                format!("ADD from a URL is not supported; only local files ({url})")
+            } else {
+                format!("COPY cannot fetch a URL ({url}); only local files")
+            },
+        ));
     }
-    let (dest, sources) = parts.split_last().expect("len >= 2");
+    if dest.is_empty() {
+        return Err(err(line, format!("{what} has an empty destination")));
+    }
     Ok((sources.to_vec(), dest.clone(), chown))
 }
 
-/// Parses a Dockerfile.
+fn is_url(s: &str) -> bool {
+    s.starts_with("git@")
+        || s.split_once("://").is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        })
+}
+
+fn port_spec(w: &str, line: usize) -> Result<Vec<String>, ParseError> {
+    let bad = || {
+        err(
+            line,
+            format!("EXPOSE {w}: expected PORT[-PORT][/tcp|udp|sctp]"),
+        )
+    };
+    let (p, proto) = w.split_once('/').unwrap_or((w, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad());
+    }
+    let (lo, hi) = p.split_once('-').unwrap_or((p, p));
+    let (lo, hi) = (
+        lo.parse::<u16>().map_err(|_| bad())?,
+        hi.parse::<u16>().map_err(|_| bad())?,
+    );
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|n| format!("{n}/{proto}")).collect())
+}
+
+/// Parses a Dockerfile. `$VAR` expands to what earlier `ENV`s set (else empty).
 pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
+    parse_with_env(text, &[])
+}
+
+/// [`parse`] with the base image's environment (its config's `Env`) visible to
+/// substitution, as Docker does: `ENV PATH=/app/bin:$PATH` then extends the base
+/// image's `PATH`. A caller that knows the base image re-parses with it.
+pub fn parse_with_env(
+    text: &str,
+    base_env: &[(String, String)],
+) -> Result<Vec<Instruction>, ParseError> {
     let mut out: Vec<Instruction> = Vec::new();
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut env: Env = base_env.iter().cloned().collect();
     for (line, l) in logical_lines(text) {
-        let (name, args) = l.split_once(char::is_whitespace).unwrap_or((&l, ""));
+        let l = l.trim_start();
+        let (name, args) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
         let upper = name.to_ascii_uppercase();
         if out.is_empty() && upper != "FROM" {
-            return Err(err(
-                line,
-                format!("the first instruction must be FROM, got {upper}"),
-            ));
+            let hint = if upper == "ARG" {
+                "ARG is not supported yet, so the Dockerfile must start with FROM".to_string()
+            } else {
+                format!("the first instruction must be FROM, got {upper}")
+            };
+            return Err(err(line, hint));
         }
-        let sub = |s: &str| substitute(s, &env);
         let kind = match upper.as_str() {
             "FROM" => {
                 if !out.is_empty() {
                     return Err(err(
                         line,
-                        "multi-stage builds (a second FROM) are not supported",
+                        "a second FROM: multi-stage builds are not supported",
                     ));
                 }
-                let ws = words(args, line)?;
+                if args.trim_start().starts_with("--") {
+                    return Err(err(line, "FROM flags (--platform) are not supported"));
+                }
+                let ws = raw_words(args, line)?
+                    .iter()
+                    .map(|w| word(w, &env, line))
+                    .collect::<Result<Vec<_>, _>>()?;
                 match ws.as_slice() {
-                    [image] => InstructionKind::From(image.clone()),
-                    [_, kw, _] if kw.eq_ignore_ascii_case("as") => {
+                    // A single stage may be named; nothing can refer to it.
+                    [image] | [image, _, _]
+                        if ws.len() == 1 || ws[1].eq_ignore_ascii_case("as") =>
+                    {
+                        if image.eq_ignore_ascii_case("scratch") {
+                            InstructionKind::From("scratch".into())
+                        } else {
+                            InstructionKind::From(image.clone())
+                        }
+                    }
+                    _ => {
                         return Err(err(
                             line,
-                            "FROM ... AS (multi-stage builds) is not supported",
+                            "FROM takes one image: scratch or an image in berth's registry",
                         ))
                     }
-                    _ => return Err(err(
-                        line,
-                        "FROM takes exactly one image (scratch or an image in berth's registry)",
-                    )),
                 }
             }
             "COPY" | "ADD" => {
-                let (sources, dest, chown) = copy_args(args, line, &upper)?;
-                let sources: Vec<String> = sources.iter().map(|s| sub(s)).collect();
-                let dest = sub(&dest);
+                let (sources, dest, chown) = copy_args(args, &env, line, &upper)?;
                 if upper == "ADD" {
-                    if let Some(url) = sources.iter().find(|s| s.contains("://")) {
-                        return Err(err(
-                            line,
-                            format!("ADD from a URL is not supported; only local files ({url})"),
-                        ));
-                    }
                     InstructionKind::Add {
                         sources,
                         dest,
@@ -325,30 +513,20 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
                 }
             }
             "ENV" => {
-                let kvs: Vec<(String, String)> = key_values(args, line, "ENV")?
-                    .into_iter()
-                    .map(|(k, v)| (k, sub(&v)))
-                    .collect();
-                for (k, v) in &kvs {
-                    env.insert(k.clone(), v.clone());
-                }
+                let kvs = key_values(args, &env, line, "ENV")?;
+                env.extend(kvs.iter().cloned());
                 InstructionKind::Env(kvs)
             }
-            "LABEL" => InstructionKind::Label(
-                key_values(args, line, "LABEL")?
-                    .into_iter()
-                    .map(|(k, v)| (sub(&k), sub(&v)))
-                    .collect(),
-            ),
+            "LABEL" => InstructionKind::Label(key_values(args, &env, line, "LABEL")?),
             "WORKDIR" => {
-                let w = sub(args.trim());
+                let w = word(args.trim(), &env, line)?;
                 if w.is_empty() {
                     return Err(err(line, "WORKDIR needs a path"));
                 }
                 InstructionKind::Workdir(w)
             }
             "USER" => {
-                let u = sub(args.trim());
+                let u = word(args.trim(), &env, line)?;
                 if u.is_empty() {
                     return Err(err(line, "USER needs a user"));
                 }
@@ -356,36 +534,28 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>, ParseError> {
             }
             "EXPOSE" => {
                 let mut ports = Vec::new();
-                for w in words(&sub(args), line)? {
-                    let (p, proto) = w.split_once('/').unwrap_or((&w, "tcp"));
-                    let proto = proto.to_ascii_lowercase();
-                    if p.parse::<u16>().is_err()
-                        || !matches!(proto.as_str(), "tcp" | "udp" | "sctp")
-                    {
-                        return Err(err(
-                            line,
-                            format!("EXPOSE {w}: expected PORT[/tcp|udp|sctp]"),
-                        ));
+                for w in raw_words(args, line)? {
+                    for p in word(&w, &env, line)?.split_whitespace() {
+                        ports.extend(port_spec(p, line)?);
                     }
-                    ports.push(format!("{p}/{proto}"));
                 }
                 if ports.is_empty() {
                     return Err(err(line, "EXPOSE needs a port"));
                 }
                 InstructionKind::Expose(ports)
             }
-            "ENTRYPOINT" => InstructionKind::Entrypoint(exec_or_shell(args, line)?),
-            "CMD" => InstructionKind::Cmd(exec_or_shell(args, line)?),
-            "RUN" => {
+            "ENTRYPOINT" => InstructionKind::Entrypoint(exec_or_shell(args, line, &upper)?),
+            "CMD" => InstructionKind::Cmd(exec_or_shell(args, line, &upper)?),
+            other if UNSUPPORTED.contains(&other) => {
                 return Err(err(
                     line,
-                    format!("RUN is not supported yet (berth build supports {SUPPORTED})"),
+                    format!("{other} is not supported yet (berth build supports {SUPPORTED})"),
                 ))
             }
             other => {
                 return Err(err(
                     line,
-                    format!("{other} is not supported (berth build supports {SUPPORTED})"),
+                    format!("unknown instruction {other} (berth build supports {SUPPORTED})"),
                 ))
             }
         };
@@ -464,7 +634,7 @@ mod tests {
             ),
             ("COPY a b\n", 1, "first instruction must be FROM"),
             ("FROM scratch\nFROM scratch\n", 2, "multi-stage"),
-            ("FROM base AS b\n", 1, "multi-stage"),
+            ("FROM base AS b extra\n", 1, "FROM takes one image"),
             (
                 "FROM scratch\nADD http://x/y /\n",
                 2,

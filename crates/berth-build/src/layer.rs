@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::BuildError;
@@ -24,7 +24,18 @@ pub(crate) struct Entry {
     pub gid: u64,
 }
 
-type Entries = BTreeMap<String, Entry>;
+pub(crate) type Entries = BTreeMap<String, Entry>;
+
+/// What this build has put at each path so far (base image contents are unknown:
+/// the caller hands in descriptors, not layers).
+pub(crate) type Tree = BTreeMap<String, Node>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Node {
+    Dir,
+    File,
+    Symlink,
+}
 
 fn ctx_err(line: usize, message: impl Into<String>) -> BuildError {
     BuildError::Context {
@@ -180,7 +191,7 @@ fn add_path(
     } else if ft.is_dir() {
         Kind::Dir
     } else if ft.is_file() {
-        Kind::File(fs::read(fs_path).map_err(io_err(line, fs_path))?)
+        Kind::File(read_same_file(fs_path, &m, line)?)
     } else {
         return Err(ctx_err(
             line,
@@ -220,25 +231,85 @@ fn add_path(
     Ok(())
 }
 
-fn is_archive(name: &str) -> bool {
-    name.ends_with(".tar") || name.ends_with(".tar.gz") || name.ends_with(".tgz")
+/// Reads the file `lstat` described, refusing one swapped for another (a symlink,
+/// say) between the check and the open: the opened file must be the same inode.
+fn read_same_file(path: &Path, m: &fs::Metadata, line: usize) -> Result<Vec<u8>, BuildError> {
+    let mut f = fs::File::open(path).map_err(io_err(line, path))?;
+    let fm = f.metadata().map_err(io_err(line, path))?;
+    if fm.ino() != m.ino() || fm.dev() != m.dev() || !fm.is_file() {
+        return Err(ctx_err(
+            line,
+            format!("{} changed while it was read", path.display()),
+        ));
+    }
+    let mut data = Vec::with_capacity(fm.len() as usize);
+    f.read_to_end(&mut data).map_err(io_err(line, path))?;
+    Ok(data)
+}
+
+/// A tar header block: `ustar` magic (POSIX) or, for old v7 archives, a valid checksum.
+fn is_tar(b: &[u8]) -> bool {
+    if b.len() < 512 {
+        return false;
+    }
+    if &b[257..262] == b"ustar" {
+        return true;
+    }
+    let stored = std::str::from_utf8(&b[148..156])
+        .ok()
+        .and_then(|s| u32::from_str_radix(s.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok());
+    let sum: u32 = b[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(x)
+            }
+        })
+        .sum();
+    b[0] != 0 && stored == Some(sum)
+}
+
+/// The tar inside a local ADD source, if it is one. Docker decides by content, not
+/// by name: a gzip stream holding a tar, or a plain tar, is extracted.
+fn as_archive(bytes: &[u8], path: &Path, line: usize) -> Result<Option<Vec<u8>>, BuildError> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut tar = Vec::new();
+        if flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut tar)
+            .is_ok()
+            && is_tar(&tar)
+        {
+            return Ok(Some(tar));
+        }
+        return Ok(None);
+    }
+    if is_tar(bytes) {
+        return Ok(Some(bytes.to_vec()));
+    }
+    let name = path.to_string_lossy();
+    let compressed = [".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst"];
+    if compressed.iter().any(|s| name.ends_with(s)) {
+        return Err(ctx_err(
+            line,
+            format!("ADD {name}: only plain and gzip-compressed tar archives are extracted"),
+        ));
+    }
+    Ok(None)
 }
 
 /// ADD of a local archive: its entries land under `dest`, contained there.
 fn extract(
     entries: &mut Entries,
     archive: &Path,
+    tar_bytes: &[u8],
     dest: &str,
     owner: Option<&Owner>,
     line: usize,
 ) -> Result<(), BuildError> {
-    let bytes = fs::read(archive).map_err(io_err(line, archive))?;
-    let reader: Box<dyn Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(&bytes[..]))
-    } else {
-        Box::new(&bytes[..])
-    };
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = tar::Archive::new(tar_bytes);
     let bad = |e: std::io::Error| {
         ctx_err(
             line,
@@ -269,6 +340,16 @@ fn extract(
             tar::EntryType::Symlink => Kind::Symlink(
                 e.link_name().map_err(bad)?.map(|l| l.to_string_lossy().to_string()).unwrap_or_default(),
             ),
+            // A hard link names an earlier entry of the archive: copy its content.
+            tar::EntryType::Link => {
+                let to = e.link_name().map_err(bad)?.map(|l| l.to_string_lossy().to_string()).unwrap_or_default();
+                let to = normalize(&format!("{}/{}", dest.trim_end_matches('/'), normalize(&to)));
+                match entries.get(&to) {
+                    Some(Entry { kind: k @ Kind::File(_), .. }) => k.clone(),
+                    _ => return Err(ctx_err(line, format!("archive {}: hard link {name} points to {to}, which is not an earlier file of the archive", archive.display()))),
+                }
+            }
+            tar::EntryType::XGlobalHeader => continue,
             other => return Err(ctx_err(line, format!("archive {} holds {name} of type {other:?}; only files, directories and symlinks are supported", archive.display()))),
         };
         if target == "/" {
@@ -298,16 +379,32 @@ fn parse_owner(chown: Option<&str>) -> Option<Owner> {
     })
 }
 
+/// One COPY or ADD instruction, as the builder hands it to [`copy_layer`].
+pub(crate) struct CopySpec<'a> {
+    pub sources: &'a [String],
+    pub dest: &'a str,
+    /// `--chown=UID[:GID]`, numeric.
+    pub chown: Option<&'a str>,
+    /// ADD: local tar archives are extracted.
+    pub extract_archives: bool,
+    /// The Dockerfile line, for errors.
+    pub line: usize,
+}
+
 /// The layer of one COPY/ADD.
 pub(crate) fn copy_layer(
     context: &Path,
-    sources: &[String],
-    dest: &str,
+    spec: &CopySpec<'_>,
     workdir: &str,
-    chown: Option<&str>,
-    extract_archives: bool,
-    line: usize,
-) -> Result<Vec<u8>, BuildError> {
+    tree: &Tree,
+) -> Result<Entries, BuildError> {
+    let CopySpec {
+        sources,
+        dest,
+        chown,
+        extract_archives,
+        line,
+    } = *spec;
     let dest_abs = resolve_dest(dest, workdir);
     let owner_opt = parse_owner(chown);
     let owner = owner_opt.as_ref().unwrap_or(&Owner { uid: 0, gid: 0 });
@@ -315,8 +412,14 @@ pub(crate) fn copy_layer(
     for s in sources {
         matched.extend(expand(context, s, line)?);
     }
-    let dest_is_dir = dest.ends_with('/') || matched.len() > 1;
-    if matched.len() > 1 && !dest.ends_with('/') {
+    // buildkit: a destination ending in `/` or `/.` (or `.`) is a directory, and so is
+    // one that already is a directory in the image.
+    let trailing = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+    let dest_is_dir = trailing
+        || matched.len() > 1
+        || dest_abs == "/"
+        || tree.get(dest_abs.trim_end_matches('/')) == Some(&Node::Dir);
+    if matched.len() > 1 && !trailing {
         return Err(ctx_err(line, format!("with more than one source, the destination must be a directory ending in '/' (got '{dest}')")));
     }
     let mut entries = Entries::new();
@@ -338,8 +441,18 @@ pub(crate) fn copy_layer(
                     format!("{}/{}", dest_abs.trim_end_matches('/'), c.to_string_lossy());
                 add_path(&mut entries, &path.join(&c), &image_path, owner, line)?;
             }
-        } else if extract_archives && m.is_file() && is_archive(&name) {
-            extract(&mut entries, &path, &dest_abs, owner_opt.as_ref(), line)?;
+        } else if let Some(tar) = match extract_archives && m.is_file() {
+            true => as_archive(&read_same_file(&path, &m, line)?, &path, line)?,
+            false => None,
+        } {
+            extract(
+                &mut entries,
+                &path,
+                &tar,
+                &dest_abs,
+                owner_opt.as_ref(),
+                line,
+            )?;
         } else {
             let image_path = if dest_is_dir {
                 format!("{}/{name}", dest_abs.trim_end_matches('/'))
@@ -349,7 +462,42 @@ pub(crate) fn copy_layer(
             add_path(&mut entries, &path, &image_path, owner, line)?;
         }
     }
-    write_tar(&entries, line)
+    Ok(entries)
+}
+
+/// Checks a layer's entries against what the build has made so far and records them.
+/// An entry below a symlink (of this layer or an earlier one) is refused: whoever
+/// unpacks the layer would write through the link, possibly out of the root.
+pub(crate) fn commit(tree: &mut Tree, entries: &Entries, line: usize) -> Result<(), BuildError> {
+    for path in entries.keys() {
+        let mut anc = path.as_str();
+        while let Some((parent, _)) = anc.rsplit_once('/') {
+            if parent.is_empty() {
+                break;
+            }
+            // A parent directory entry in this layer would replace an earlier
+            // symlink when unpacked: refused too.
+            let in_layer = entries
+                .get(parent)
+                .is_some_and(|e| matches!(e.kind, Kind::Symlink(_)));
+            if in_layer || tree.get(parent) == Some(&Node::Symlink) {
+                return Err(ctx_err(
+                    line,
+                    format!("{path} would be written through the symlink {parent}; berth build does not follow symlinks in the image"),
+                ));
+            }
+            anc = parent;
+        }
+    }
+    for (path, e) in entries {
+        let node = match e.kind {
+            Kind::Dir => Node::Dir,
+            Kind::File(_) => Node::File,
+            Kind::Symlink(_) => Node::Symlink,
+        };
+        tree.insert(path.clone(), node);
+    }
+    Ok(())
 }
 
 fn add_path_dir(entries: &mut Entries, dir: &str, owner: &Owner) {
@@ -365,13 +513,15 @@ fn add_path_dir(entries: &mut Entries, dir: &str, owner: &Owner) {
     );
 }
 
-/// The layer of a WORKDIR: the directory and its parents.
-pub(crate) fn dir_layer(dir: &str, line: usize) -> Result<Vec<u8>, BuildError> {
+/// The entries of a WORKDIR: the directory and its parents, or nothing when this
+/// build already made it (or it is `/`).
+pub(crate) fn dir_entries(dir: &str, tree: &Tree) -> Entries {
     let mut entries = Entries::new();
-    if !dir.trim_end_matches('/').is_empty() {
+    let dir = dir.trim_end_matches('/');
+    if !dir.is_empty() && tree.get(dir) != Some(&Node::Dir) {
         add_path_dir(&mut entries, dir, &Owner { uid: 0, gid: 0 });
     }
-    write_tar(&entries, line)
+    entries
 }
 
 pub(crate) fn write_tar(entries: &Entries, line: usize) -> Result<Vec<u8>, BuildError> {

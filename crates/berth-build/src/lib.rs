@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-pub use dockerfile::{parse, Instruction, InstructionKind, ParseError};
+pub use dockerfile::{parse, parse_with_env, Instruction, InstructionKind, ParseError};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -30,13 +30,19 @@ pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// The fixed creation time of everything berth builds (reproducibility).
 pub const EPOCH: &str = "1970-01-01T00:00:00Z";
 
-/// A content descriptor.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// A content descriptor (OCI image-spec `descriptor.md`). Optional fields are kept
+/// as they came, so a base layer's descriptor is pushed back unchanged.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Descriptor {
     #[serde(rename = "mediaType")]
     pub media_type: String,
     pub digest: String,
+    /// Size of the blob in bytes.
     pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A base image handed in by the caller: its config JSON and its layers' descriptors.
@@ -44,6 +50,21 @@ pub struct Descriptor {
 pub struct BaseImage {
     pub config: Value,
     pub layers: Vec<Descriptor>,
+}
+
+impl BaseImage {
+    /// The base image's `Env` as pairs, for [`dockerfile::parse_with_env`].
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.config
+            .pointer("/config/Env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 }
 
 /// The built image: new layer blobs, config and manifest, each with its digest.
@@ -70,6 +91,12 @@ pub enum BuildError {
     },
     #[error("base image: {0}")]
     Base(String),
+    #[error("cannot open the build context {path}")]
+    ContextDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub(crate) fn sha256_digest(data: &[u8]) -> String {
@@ -82,6 +109,24 @@ pub fn build(
     instructions: &[Instruction],
     base: Option<BaseImage>,
 ) -> Result<BuiltImage, BuildError> {
+    let context = &context
+        .canonicalize()
+        .map_err(|source| BuildError::ContextDir {
+            path: context.display().to_string(),
+            source,
+        })?;
+    // The platform is the base image's; a scratch image is amd64/linux.
+    let mut platform = json!({"architecture": "amd64", "os": "linux"});
+    if let Some(b) = &base {
+        if !b.config.is_object() {
+            return Err(BuildError::Base("config is not a JSON object".into()));
+        }
+        for k in ["architecture", "os", "variant", "os.version"] {
+            if let Some(v) = b.config.get(k).filter(|v| v.is_string()) {
+                platform[k] = v.clone();
+            }
+        }
+    }
     let (mut cfg, mut diff_ids, mut history, base_layers) = match base {
         Some(b) => {
             let cfg = b.config.get("config").cloned().unwrap_or_else(|| json!({}));
@@ -117,9 +162,12 @@ pub fn build(
         .unwrap_or("")
         .to_string();
     let mut new_layers = Vec::new();
+    let mut tree = layer::Tree::new();
+    // Docker: ENTRYPOINT resets CMD unless this Dockerfile set CMD itself.
+    let mut cmd_set = false;
     for ins in instructions {
         let created_by = describe(&ins.kind);
-        let mut empty_layer = true;
+        let mut entries = None;
         match &ins.kind {
             InstructionKind::From(_) => continue,
             InstructionKind::Copy {
@@ -132,25 +180,24 @@ pub fn build(
                 dest,
                 chown,
             } => {
-                let extract = matches!(ins.kind, InstructionKind::Add { .. });
-                let tar = layer::copy_layer(
-                    context,
+                let spec = layer::CopySpec {
                     sources,
                     dest,
-                    &workdir,
-                    chown.as_deref(),
-                    extract,
-                    ins.line,
-                )?;
-                push_layer(&mut new_layers, &mut diff_ids, tar);
-                empty_layer = false;
+                    chown: chown.as_deref(),
+                    extract_archives: matches!(ins.kind, InstructionKind::Add { .. }),
+                    line: ins.line,
+                };
+                entries = Some(layer::copy_layer(context, &spec, &workdir, &tree)?);
             }
             InstructionKind::Workdir(w) => {
-                workdir = layer::resolve_dest(w, &workdir);
-                let tar = layer::dir_layer(&workdir, ins.line)?;
-                push_layer(&mut new_layers, &mut diff_ids, tar);
+                workdir = layer::resolve_dest(w, &workdir)
+                    .trim_end_matches('/')
+                    .to_string();
+                if workdir.is_empty() {
+                    workdir = "/".into();
+                }
+                entries = Some(layer::dir_entries(&workdir, &tree));
                 cfg["WorkingDir"] = json!(workdir);
-                empty_layer = false;
             }
             InstructionKind::Env(kvs) => {
                 let mut env: Vec<String> = cfg
@@ -163,8 +210,15 @@ pub fn build(
                     })
                     .unwrap_or_default();
                 for (k, v) in kvs {
-                    env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
-                    env.push(format!("{k}={v}"));
+                    // Replaced in place, as Docker does, else appended.
+                    let kv = format!("{k}={v}");
+                    match env
+                        .iter_mut()
+                        .find(|e| e.split_once('=').map_or(e.as_str(), |(ek, _)| ek) == k)
+                    {
+                        Some(e) => *e = kv,
+                        None => env.push(kv),
+                    }
                 }
                 cfg["Env"] = json!(env);
             }
@@ -181,12 +235,16 @@ pub fn build(
             }
             InstructionKind::Entrypoint(e) => {
                 cfg["Entrypoint"] = json!(e);
-                // Docker: setting ENTRYPOINT resets a CMD inherited from the base image.
-                if let Some(o) = cfg.as_object_mut() {
-                    o.remove("Cmd");
+                if !cmd_set {
+                    if let Some(o) = cfg.as_object_mut() {
+                        o.remove("Cmd");
+                    }
                 }
             }
-            InstructionKind::Cmd(c) => cfg["Cmd"] = json!(c),
+            InstructionKind::Cmd(c) => {
+                cfg["Cmd"] = json!(c);
+                cmd_set = true;
+            }
             InstructionKind::Expose(ports) => {
                 for p in ports {
                     if cfg.get("ExposedPorts").and_then(Value::as_object).is_none() {
@@ -198,19 +256,22 @@ pub fn build(
             InstructionKind::User(u) => cfg["User"] = json!(u),
         }
         let mut h = json!({"created": EPOCH, "created_by": created_by});
-        if empty_layer {
-            h["empty_layer"] = json!(true);
+        match entries {
+            Some(entries) if !entries.is_empty() => {
+                layer::commit(&mut tree, &entries, ins.line)?;
+                let tar = layer::write_tar(&entries, ins.line)?;
+                push_layer(&mut new_layers, &mut diff_ids, tar);
+            }
+            // Nothing changed on the filesystem: no layer (OCI image-spec config.md).
+            _ => h["empty_layer"] = json!(true),
         }
         history.push(h);
     }
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": EPOCH,
-        "config": cfg,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": history,
-    });
+    let mut config = platform;
+    config["created"] = json!(EPOCH);
+    config["config"] = cfg;
+    config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
+    config["history"] = json!(history);
     let config = serde_json::to_vec(&config).expect("config serialises");
     let config_digest = sha256_digest(&config);
     let layers: Vec<Descriptor> = base_layers
@@ -246,6 +307,7 @@ fn push_layer(
         media_type: OCI_LAYER_GZIP.into(),
         digest: sha256_digest(&gz),
         size: gz.len() as u64,
+        ..Descriptor::default()
     };
     new_layers.push((d, gz));
 }

@@ -162,6 +162,7 @@ fn base_image_merge() {
             media_type: OCI_LAYER_GZIP.into(),
             digest: "sha256:bb".into(),
             size: 3,
+            ..Descriptor::default()
         }],
     };
     let img = build(

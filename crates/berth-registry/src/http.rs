@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncSeekExt;
 
 use crate::body::Body;
 use crate::content::BlobSource;
@@ -449,18 +448,7 @@ async fn blob(
                         pos: start,
                         end: start + len,
                     },
-                    BlobSource::Plain { path, .. } => {
-                        let mut file = tokio::fs::File::open(&path)
-                            .await
-                            .map_err(RegistryError::io("opening blob"))?;
-                        file.seek(std::io::SeekFrom::Start(start))
-                            .await
-                            .map_err(RegistryError::io("seeking blob"))?;
-                        Body::File {
-                            file,
-                            remaining: len,
-                        }
-                    }
+                    BlobSource::Plain { path, .. } => Body::file_range(path, start, len),
                 }
             };
             let mut r = Response::new(body);

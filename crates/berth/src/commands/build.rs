@@ -72,6 +72,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             serde_json::from_value(m["layers"].clone()).context("base layers")?;
         (Some(BaseImage { config, layers }), Some(r.repository))
     };
+    // Re-parse with the base image's environment so that `$PATH` and friends expand
+    // to what the base image set, as Docker does.
+    let instructions = match &base {
+        Some(b) => berth_build::parse_with_env(&text, &b.env())
+            .with_context(|| format!("{}", dockerfile.display()))?,
+        None => instructions,
+    };
     let built = berth_build::build(&a.context, &instructions, base)
         .with_context(|| format!("building {}", dockerfile.display()))?;
     for d in &built.base_layers {
