@@ -7,7 +7,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$repo_root/.venv}"
 
-apt_packages=(docker.io skopeo busybox-static curl ca-certificates python3-venv)
+apt_packages=(docker.io skopeo busybox-static curl ca-certificates python3-venv runc iproute2)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then

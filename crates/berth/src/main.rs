@@ -41,6 +41,9 @@ enum Command {
     Pull(commands::pull::Args),
     /// List repositories and their images.
     Images(commands::images::Args),
+    /// Supervise one container (started by the agent; not for direct use).
+    #[command(hide = true)]
+    Shim(commands::shim::Args),
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -67,5 +70,6 @@ fn main() -> anyhow::Result<()> {
         Command::Push(a) => commands::push::run(a),
         Command::Pull(a) => commands::pull::run(a),
         Command::Images(a) => commands::images::run(a),
+        Command::Shim(a) => commands::shim::run(a),
     }
 }

@@ -6,3 +6,4 @@ pub mod images;
 pub mod pull;
 pub mod push;
 pub mod server;
+pub mod shim;
