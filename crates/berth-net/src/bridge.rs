@@ -1,0 +1,169 @@
+//! The node's task bridge: a Linux bridge holding the gateway address of the task subnet.
+//!
+//! Blocking (runs `ip`). Tasks on one bridge talk at layer 2; the host reaches them through
+//! the connected route the gateway address brings. Nothing here routes or NATs off the
+//! machine: see [`ensure_bridge`] for the forwarding guard.
+
+use std::path::PathBuf;
+
+use crate::ip::{self, Batch, Cmd, IpError};
+use crate::ipam::Cidr;
+use crate::links::{is_bridge, link_exists};
+use crate::names::{validate_ifname, NameError};
+
+/// Why a bridge operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("invalid bridge name")]
+    Name(#[from] NameError),
+    #[error("gateway {gateway} is not a host address of its subnet")]
+    BadGateway { gateway: Cidr },
+    #[error("interface {name} exists and is not a bridge")]
+    NotABridge { name: String },
+    #[error("configuring bridge")]
+    Ip(#[from] IpError),
+    #[error("turning off IP forwarding from bridge {name} ({path})")]
+    Forwarding {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The `ip` script that brings the bridge to the wanted state (pure).
+///
+/// `addr replace` rather than `add` so that re-running is a no-op.
+pub fn bridge_plan(name: &str, gateway: Cidr, exists: bool) -> Batch {
+    let gw = gateway.to_string();
+    let mut cmds = Vec::new();
+    if !exists {
+        cmds.push(Cmd::new(
+            "create bridge",
+            name,
+            &["link", "add", "name", name, "type", "bridge"],
+        ));
+    }
+    cmds.push(Cmd::new(
+        "set gateway address",
+        name,
+        &["addr", "replace", &gw, "dev", name],
+    ));
+    cmds.push(Cmd::new(
+        "bring up bridge",
+        name,
+        &["link", "set", name, "up"],
+    ));
+    Batch { netns: None, cmds }
+}
+
+/// The sysctl that decides whether packets received on `name` may be routed elsewhere.
+pub fn forwarding_sysctl(name: &str) -> PathBuf {
+    PathBuf::from("/proc/sys/net/ipv4/conf")
+        .join(name)
+        .join("forwarding")
+}
+
+/// Creates the bridge if missing, sets the gateway address and brings it up. Idempotent.
+///
+/// Also writes `0` to `net.ipv4.conf.<bridge>.forwarding`: the kernel then never routes a
+/// packet that a task sent through the bridge to another interface (ip-sysctl.rst,
+/// `conf/interface/forwarding`: "whether packets received on this interface can be
+/// forwarded"), so task traffic cannot leave the machine even where the host has
+/// `net.ipv4.ip_forward = 1`. Switching between tasks on the bridge and traffic between the
+/// host and tasks are not forwarding and are unaffected. A later write to
+/// `net.ipv4.conf.all.forwarding` resets it; calling this again restores it.
+pub fn ensure_bridge(name: &str, gateway: Cidr) -> Result<(), BridgeError> {
+    validate_ifname(name)?;
+    let block = gateway.block();
+    if block.nth_host(1).is_none()
+        || gateway.addr() == block.network()
+        || gateway.addr() == block.broadcast()
+    {
+        return Err(BridgeError::BadGateway { gateway });
+    }
+    let exists = link_exists(name);
+    if exists && !is_bridge(name) {
+        return Err(BridgeError::NotABridge { name: name.into() });
+    }
+    bridge_plan(name, gateway, exists)
+        .run()
+        .map_err(|f| f.error)?;
+    let path = forwarding_sysctl(name);
+    std::fs::write(&path, "0").map_err(|source| BridgeError::Forwarding {
+        name: name.into(),
+        path,
+        source,
+    })?;
+    tracing::debug!(bridge = name, %gateway, created = !exists, "bridge ready");
+    Ok(())
+}
+
+/// Deletes the bridge. Idempotent: a missing bridge is fine; an interface of that name that
+/// is not a bridge is left alone and reported.
+pub fn remove_bridge(name: &str) -> Result<(), BridgeError> {
+    validate_ifname(name)?;
+    if !link_exists(name) {
+        return Ok(());
+    }
+    if !is_bridge(name) {
+        return Err(BridgeError::NotABridge { name: name.into() });
+    }
+    match ip::run("delete bridge", name, &["link", "del", "dev", name]) {
+        // Someone else removed it between the check and the delete: the goal is reached.
+        Err(_) if !link_exists(name) => Ok(()),
+        other => other.map(drop).map_err(Into::into),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A missing bridge is created first; an existing one is only re-addressed and upped.
+    #[test]
+    fn plan() {
+        let gw: Cidr = "10.213.9.1/24".parse().unwrap();
+        assert_eq!(
+            bridge_plan("bt0", gw, false).script(),
+            "link add name bt0 type bridge\naddr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n"
+        );
+        assert_eq!(
+            bridge_plan("bt0", gw, true).script(),
+            "addr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n"
+        );
+    }
+
+    /// Names and gateways are checked before anything runs.
+    #[test]
+    fn validates_before_running() {
+        let gw: Cidr = "10.213.9.1/24".parse().unwrap();
+        assert!(matches!(
+            ensure_bridge("toolongbridgename", gw),
+            Err(BridgeError::Name(_))
+        ));
+        assert!(matches!(
+            ensure_bridge("a b", gw),
+            Err(BridgeError::Name(_))
+        ));
+        for bad in [
+            "10.213.9.0/24",
+            "10.213.9.255/24",
+            "10.213.9.1/32",
+            "10.213.9.1/31",
+        ] {
+            let gw: Cidr = bad.parse().unwrap();
+            assert!(
+                matches!(
+                    ensure_bridge("bt0", gw),
+                    Err(BridgeError::BadGateway { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            forwarding_sysctl("bt0"),
+            PathBuf::from("/proc/sys/net/ipv4/conf/bt0/forwarding")
+        );
+    }
+}
