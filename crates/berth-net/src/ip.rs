@@ -120,7 +120,16 @@ impl Batch {
         }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let line = failed_line(&stderr).filter(|&i| i < self.cmds.len());
-        let at = line.map_or(first, |i| &self.cmds[i]);
+        // `ip` exits without naming the line when an argument is refused while parsing
+        // (`Error: argument "X" is wrong: ...`); the first line using X is then the
+        // best guess for the step, but `line` stays unknown for the caller's rollback.
+        let guess = || {
+            let arg = wrong_argument(&stderr)?;
+            self.cmds
+                .iter()
+                .position(|c| c.args.iter().any(|a| a == arg))
+        };
+        let at = line.or_else(guess).map_or(first, |i| &self.cmds[i]);
         Err(BatchFailure {
             line,
             error: IpError::Failed {
@@ -138,6 +147,13 @@ pub fn failed_line(stderr: &str) -> Option<usize> {
     let rest = stderr.rsplit_once("Command failed -:")?.1;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse::<usize>().ok()?.checked_sub(1)
+}
+
+/// The argument `ip` refused, from `Error: argument "X" is wrong: ...`.
+pub fn wrong_argument(stderr: &str) -> Option<&str> {
+    let rest = stderr.split_once("argument \"")?.1;
+    let (arg, rest) = rest.split_once('"')?;
+    rest.starts_with(" is wrong").then_some(arg)
 }
 
 /// Runs one `ip` command and returns its stdout. Blocking.
@@ -177,6 +193,15 @@ mod tests {
         assert_eq!(failed_line("Command failed -:0"), None);
         assert_eq!(failed_line("Cannot open network namespace \"x\""), None);
         assert_eq!(failed_line("Command failed -:"), None);
+    }
+
+    /// Argument errors name the refused argument.
+    #[test]
+    fn parses_wrong_argument() {
+        let e = "Error: argument \"br9\" is wrong: Device does not exist";
+        assert_eq!(wrong_argument(e), Some("br9"));
+        assert_eq!(wrong_argument("Error: argument \"x\""), None);
+        assert_eq!(wrong_argument("Cannot find device"), None);
     }
 
     /// Scripts are one command per line; `-n` comes before `-batch`.
