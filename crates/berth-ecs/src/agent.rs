@@ -1,0 +1,253 @@
+//! The control plane's side of the agent protocol: what an agent is told to run
+//! ([`AssignedTask`], from [`Ecs::assigned_tasks`]) and what it reports back
+//! ([`TaskReport`], to [`Ecs::report_task`]). The agent converges its host to the
+//! assigned tasks and reports the truth; the control plane never guesses a task's state
+//! except for a task no agent has touched yet (StopTask stops it on the spot).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::EcsError;
+use crate::ops::{mark_stopped, now, TaskRecord};
+use crate::Ecs;
+
+/// A task an agent must converge to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignedTask {
+    pub task_arn: String,
+    pub task_id: String,
+    pub cluster: String,
+    /// RUNNING or STOPPED.
+    pub desired_status: String,
+    /// The task definition JSON as registered, with the task's overrides applied to
+    /// `containerDefinitions` and to the task `cpu`/`memory`.
+    pub definition: Value,
+    pub network_mode: String,
+    pub launch_type: String,
+    /// Task-level CPU units.
+    pub cpu: Option<u32>,
+    /// Task-level memory, MiB.
+    pub memory: Option<u32>,
+    /// Bumped on every change of the task.
+    pub version: u64,
+    /// Why the task is being stopped, once desired STOPPED.
+    pub stop_reason: Option<String>,
+}
+
+/// One container's truth as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerReport {
+    pub name: String,
+    /// PENDING, RUNNING or STOPPED.
+    pub last_status: String,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub runtime_id: Option<String>,
+    /// HEALTHY, UNHEALTHY or UNKNOWN.
+    pub health_status: Option<String>,
+    /// ECS NetworkBinding objects (`bindIP`, `containerPort`, `hostPort`, `protocol`).
+    pub network_bindings: Vec<Value>,
+}
+
+/// A task's truth as the agent sees it. Timestamps are epoch seconds; absent ones are
+/// set by the control plane when the status first implies them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// PROVISIONING, PENDING, ACTIVATING, RUNNING, DEACTIVATING, STOPPING,
+    /// DEPROVISIONING or STOPPED.
+    pub last_status: String,
+    pub containers: Vec<ContainerReport>,
+    pub private_ipv4: Option<String>,
+    /// TaskFailedToStart, EssentialContainerExited or UserInitiated.
+    pub stop_code: Option<String>,
+    pub stopped_reason: Option<String>,
+    pub health_status: Option<String>,
+    pub pull_started_at: Option<f64>,
+    pub pull_stopped_at: Option<f64>,
+    pub started_at: Option<f64>,
+    pub stopped_at: Option<f64>,
+}
+
+const TASK_STATUSES: [&str; 8] = [
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+];
+
+fn rank(status: &str) -> usize {
+    TASK_STATUSES.iter().position(|s| *s == status).unwrap_or(0)
+}
+
+fn parse_task_arn(arn: &str) -> Option<(String, String)> {
+    let (_, rest) = arn.split_once(":task/")?;
+    let (cluster, id) = rest.split_once('/')?;
+    (!cluster.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| (cluster.to_string(), id.to_string()))
+}
+
+impl Ecs {
+    /// Tasks assigned to `agent` that are not STOPPED yet (the agent converges to these).
+    pub fn assigned_tasks(&self, agent: &str) -> Vec<AssignedTask> {
+        let records: Vec<(String, TaskRecord, u64)> = match self.list("/ecs/tasks/") {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list tasks for agent {agent}");
+                return vec![];
+            }
+        };
+        records
+            .into_iter()
+            .filter(|(_, r, _)| {
+                r.agent.as_deref() == Some(agent) && r.task.last_status != "STOPPED"
+            })
+            .filter_map(|(_, r, _)| {
+                let (cluster, task_id) = parse_task_arn(&r.task.task_arn)?;
+                Some(AssignedTask {
+                    task_arn: r.task.task_arn.clone(),
+                    task_id,
+                    cluster,
+                    desired_status: r.task.desired_status.clone(),
+                    network_mode: r.network_mode.clone(),
+                    launch_type: r.task.launch_type.clone(),
+                    cpu: r.task.cpu.as_deref().and_then(|c| c.parse().ok()),
+                    memory: r.task.memory.as_deref().and_then(|m| m.parse().ok()),
+                    version: r.task.version,
+                    stop_reason: (r.task.desired_status == "STOPPED")
+                        .then(|| r.task.stopped_reason.clone())
+                        .flatten(),
+                    definition: r.definition,
+                })
+            })
+            .collect()
+    }
+
+    /// The agent's report of a task's truth; timestamps set by the control plane when
+    /// absent; version bumped.
+    pub fn report_task(
+        &self,
+        agent: &str,
+        task_arn: &str,
+        report: TaskReport,
+    ) -> Result<(), EcsError> {
+        let not_found = || EcsError::InvalidParameter("The referenced task was not found.".into());
+        let (cluster, id) = parse_task_arn(task_arn).ok_or_else(not_found)?;
+        if !TASK_STATUSES.contains(&report.last_status.as_str()) {
+            return Err(EcsError::InvalidParameter(format!(
+                "Invalid task status '{}' in the report of {task_arn}.",
+                report.last_status
+            )));
+        }
+        let key = format!("/ecs/tasks/{cluster}/{id}");
+        self.update(&key, not_found, |r: &mut TaskRecord| {
+            if r.agent.as_deref() != Some(agent) {
+                return Err(EcsError::Client(format!(
+                    "Task {task_arn} is not assigned to agent {agent}."
+                )));
+            }
+            apply_report(r, &report, now());
+            Ok(true)
+        })?;
+        self.notify();
+        Ok(())
+    }
+
+    /// Wakes whoever waits whenever tasks change (RunTask, StopTask, reports).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// Folds a report into the task record at time `t` (pure).
+pub(crate) fn apply_report(r: &mut TaskRecord, rep: &TaskReport, t: f64) {
+    let task = &mut r.task;
+    r.reported = true;
+    if task.connectivity.is_none() {
+        task.connectivity = Some("CONNECTED".into());
+        task.connectivity_at = Some(t);
+    }
+    // A STOPPED task stays STOPPED: late reports only fill in details.
+    let was_stopped = task.last_status == "STOPPED";
+    if !was_stopped {
+        task.last_status = rep.last_status.clone();
+    }
+    let rk = rank(&task.last_status);
+    if let Some(v) = rep.pull_started_at {
+        task.pull_started_at.get_or_insert(v);
+    }
+    if let Some(v) = rep.pull_stopped_at {
+        task.pull_stopped_at.get_or_insert(v);
+    }
+    if let Some(v) = rep.started_at {
+        task.started_at.get_or_insert(v);
+    }
+    if rk >= rank("PENDING") && rk < rank("STOPPED") {
+        task.pull_started_at.get_or_insert(t);
+    }
+    if rk >= rank("RUNNING") && rk < rank("STOPPED") {
+        task.pull_stopped_at.get_or_insert(t);
+        task.started_at.get_or_insert(t);
+    }
+    if rk >= rank("DEACTIVATING") {
+        task.stopping_at.get_or_insert(t);
+    }
+    if let Some(h) = &rep.health_status {
+        task.health_status = h.clone();
+    }
+    if task.stop_code.is_none() {
+        task.stop_code = rep.stop_code.clone();
+    }
+    if task.stopped_reason.is_none() {
+        task.stopped_reason = rep.stopped_reason.clone();
+    }
+
+    let attachment_id = task
+        .attachments
+        .first()
+        .and_then(|a| a["id"].as_str())
+        .map(String::from);
+    if let Some(ip) = &rep.private_ipv4 {
+        if let Some(a) = task.attachments.first_mut() {
+            a["status"] = json!("ATTACHED");
+            if let Some(details) = a["details"].as_array_mut() {
+                details.retain(|d| d["name"] != "privateIPv4Address");
+                details.push(json!({"name": "privateIPv4Address", "value": ip}));
+            }
+        }
+    }
+    for cr in &rep.containers {
+        let Some(c) = task.containers.iter_mut().find(|c| c.name == cr.name) else {
+            continue;
+        };
+        if c.last_status != "STOPPED" {
+            c.last_status = cr.last_status.clone();
+        }
+        if cr.exit_code.is_some() {
+            c.exit_code = cr.exit_code;
+        }
+        if cr.reason.is_some() {
+            c.reason = cr.reason.clone();
+        }
+        if cr.runtime_id.is_some() {
+            c.runtime_id = cr.runtime_id.clone();
+        }
+        if let Some(h) = &cr.health_status {
+            c.health_status = h.clone();
+        }
+        if !cr.network_bindings.is_empty() || cr.last_status == "STOPPED" {
+            c.network_bindings = cr.network_bindings.clone();
+        }
+        if let (Some(ip), Some(aid)) = (&rep.private_ipv4, &attachment_id) {
+            c.network_interfaces = vec![json!({"attachmentId": aid, "privateIpv4Address": ip})];
+        }
+    }
+    if task.last_status == "STOPPED" && !was_stopped {
+        let stopped = rep.stopped_at.unwrap_or(t);
+        mark_stopped(task, stopped);
+    }
+    task.version += 1;
+}

@@ -1,0 +1,58 @@
+//! ECS's error types, named as in botocore's `ecs` model; rendered to AWS JSON by the
+//! API front door (`berth-api`'s `aws.rs`), which asks [`EcsError::type_name`] and
+//! [`EcsError::status`].
+
+use crate::validate::ValidationError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EcsError {
+    /// The caller's request is wrong in a way ECS reports as `ClientException`.
+    #[error("{0}")]
+    Client(String),
+    /// A task definition failed validation (`ClientException`).
+    #[error(transparent)]
+    InvalidTaskDefinition(#[from] ValidationError),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("Cluster not found.")]
+    ClusterNotFound,
+    #[error("The Cluster cannot be deleted while Tasks are active.")]
+    ClusterContainsTasks,
+    #[error("{0}")]
+    UnknownOperation(String),
+    #[error("{0}")]
+    Serialization(String),
+    /// The state store refused or failed: nothing the caller can fix; a retry may help.
+    #[error("internal error: {0}")]
+    Server(String),
+}
+
+impl EcsError {
+    /// The `__type` of the AWS JSON error body.
+    pub fn type_name(&self) -> &'static str {
+        use EcsError::*;
+        match self {
+            Client(_) | InvalidTaskDefinition(_) => "ClientException",
+            InvalidParameter(_) => "InvalidParameterException",
+            ClusterNotFound => "ClusterNotFoundException",
+            ClusterContainsTasks => "ClusterContainsTasksException",
+            UnknownOperation(_) => "UnknownOperationException",
+            Serialization(_) => "SerializationException",
+            Server(_) => "ServerException",
+        }
+    }
+
+    /// HTTP status: 500 for server faults, 400 for everything the caller can fix.
+    pub fn status(&self) -> u16 {
+        match self {
+            EcsError::Server(_) => 500,
+            _ => 400,
+        }
+    }
+}
+
+impl From<berth_state::StateError> for EcsError {
+    fn from(e: berth_state::StateError) -> Self {
+        EcsError::Server(e.to_string())
+    }
+}
