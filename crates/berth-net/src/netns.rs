@@ -11,6 +11,8 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::ip::{self, Batch, Cmd, IpError};
 use crate::ipam::Cidr;
 use crate::links::{is_veth, link_exists, list_dir_with_prefix, ListError};
@@ -28,7 +30,8 @@ pub const MIN_MTU: u32 = 68;
 pub const MAX_MTU: u32 = 65535;
 
 /// What a task's network should look like.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskNetSpec {
     /// Namespace name (a file under [`NETNS_DIR`]).
     pub netns: String,
@@ -44,8 +47,9 @@ pub struct TaskNetSpec {
     pub mtu: Option<u32>,
 }
 
-/// A task network that exists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A task network that exists (serialisable, so the agent can persist it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskNet {
     /// Namespace name.
     pub netns: String,

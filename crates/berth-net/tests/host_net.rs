@@ -285,6 +285,35 @@ fn tasks_reach_each_other_and_host() {
     assert_eq!(ip_out(&["route", "show", "default"]), host_default);
 }
 
+/// Task traffic cannot be routed off the machine: the kernel's route lookup for a packet
+/// arriving on the bridge from a task towards an outside address (198.51.100.1, TEST-NET-2)
+/// fails, while the gateway is still delivered locally. A lookup only: nothing is sent.
+#[test]
+fn task_traffic_is_not_forwarded_off_machine() {
+    let mut br = BridgeGuard::new();
+    let t = br.task();
+    let from = t.ip().to_string();
+    let lookup = |dst: &str| {
+        Command::new(IP_BIN)
+            .args(["route", "get", dst, "from", &from, "iif", &br.name])
+            .output()
+            .unwrap()
+    };
+    let out = lookup("198.51.100.1");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let gw = br.ipam.gateway().addr().to_string();
+    let out = lookup(&gw);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("local "));
+    // Inside the namespace: the connected subnet and the default via the gateway, no more.
+    let routes = ip_out(&["-n", &t.net.netns, "-4", "route"]);
+    assert_eq!(routes.lines().count(), 2, "{routes}");
+}
+
 /// Destroy removes the namespace and both veth ends and is idempotent.
 #[test]
 fn destroy_leaves_nothing() {
