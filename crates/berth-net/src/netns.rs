@@ -197,11 +197,10 @@ pub fn create_task_netns(spec: &TaskNetSpec) -> Result<TaskNet, NetnsError> {
         return Err(NetnsError::LinkExists(spec.host_veth.clone()));
     }
     if let Err(failure) = spec.host_plan().run() {
-        // Line 0 made the namespace, line 1 the veth pair: undo only what got made.
-        match failure.line {
-            Some(0) => {}
-            Some(1) => undo(&spec.netns, None),
-            _ => undo(&spec.netns, Some(&spec.host_veth)),
+        match host_rollback(failure.line) {
+            Rollback::Nothing => {}
+            Rollback::Netns => undo(&spec.netns, None),
+            Rollback::NetnsAndVeth => undo(&spec.netns, Some(&spec.host_veth)),
         }
         return Err(failure.error.into());
     }
@@ -218,6 +217,25 @@ pub fn create_task_netns(spec: &TaskNetSpec) -> Result<TaskNet, NetnsError> {
         address: spec.address,
         gateway: spec.gateway,
     })
+}
+
+/// What to remove after the host-side script failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollback {
+    Nothing,
+    Netns,
+    NetnsAndVeth,
+}
+
+/// Line 0 of [`TaskNetSpec::host_plan`] makes the namespace and line 1 the veth pair, so a
+/// failure on line N leaves lines 0..N made. An unknown line (an argument error) undoes
+/// both: the caller checked beforehand that neither existed, so nothing foreign is removed.
+fn host_rollback(failed_line: Option<usize>) -> Rollback {
+    match failed_line {
+        Some(0) => Rollback::Nothing,
+        Some(1) => Rollback::Netns,
+        _ => Rollback::NetnsAndVeth,
+    }
 }
 
 fn undo(netns: &str, host_veth: Option<&str>) {
@@ -330,6 +348,18 @@ mod tests {
              link set dev eth0 up\n\
              route add default via 10.213.9.1 dev eth0\n"
         );
+    }
+
+    /// A failure removes exactly what the lines before it made.
+    #[test]
+    fn rollback_matches_plan() {
+        let plan = spec().host_plan();
+        assert_eq!(plan.cmds[0].args[..2], ["netns", "add"]);
+        assert_eq!(plan.cmds[1].args[..2], ["link", "add"]);
+        assert_eq!(host_rollback(Some(0)), Rollback::Nothing);
+        assert_eq!(host_rollback(Some(1)), Rollback::Netns);
+        assert_eq!(host_rollback(Some(2)), Rollback::NetnsAndVeth);
+        assert_eq!(host_rollback(None), Rollback::NetnsAndVeth);
     }
 
     /// An MTU goes on both ends of the pair.
