@@ -477,6 +477,25 @@ async fn udp_proxy_into_namespace() {
     proxy.await.unwrap();
 }
 
+/// The guards remove the bridge, namespace and veth when a test panics.
+#[test]
+fn guards_clean_up_on_panic() {
+    let made = Mutex::new(None);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut br = BridgeGuard::new();
+        let t = br.task();
+        *made.lock().unwrap() = Some((
+            br.name.clone(),
+            t.net.netns.clone(),
+            t.net.host_veth.clone(),
+        ));
+        panic!("on purpose");
+    }));
+    assert!(result.is_err());
+    let (bridge, ns, veth) = made.into_inner().unwrap().unwrap();
+    assert!(!link_exists(&bridge) && !netns_exists(&ns) && !link_exists(&veth));
+}
+
 /// Not a test: measures create+destroy of task networks for docs/net.md.
 /// `cargo test -p berth-net --test host_net -- --ignored --nocapture measure`
 #[test]
