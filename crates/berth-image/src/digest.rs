@@ -103,6 +103,17 @@ impl<R: Read> Read for Verify<R> {
     }
 }
 
+/// A reader shared between the unpacker and the puller: when an unpack fails part way,
+/// the puller reads the rest of the blob so a corrupt download is reported as a digest
+/// mismatch, not as whatever parse error the corruption caused first.
+pub(crate) struct Shared<R>(pub(crate) Rc<RefCell<R>>);
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,15 +8,17 @@
 
 mod manifest;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{self, sha256_hex, Mismatch, Verify};
+use crate::digest::{self, sha256_hex, Mismatch, Shared, Verify};
 use crate::snapshots::{SnapshotError, Snapshots};
 use manifest::{Descriptor, Kind};
 pub use manifest::{
@@ -504,17 +506,26 @@ impl Puller<'_> {
         d: &Descriptor,
         diff_id: &str,
     ) -> Result<PathBuf, PullError> {
-        let mut outcome = None;
+        let mut verified = None;
         let result = snapshots.ensure(diff_id, || {
             let r = self.source.blob(self.repo, &d.digest)?;
-            let (verify, cell) = Verify::new(r, &d.digest, d.size);
-            outcome = Some(cell);
-            Ok::<Box<dyn Read>, SourceError>(Box::new(verify))
+            let (verify, outcome) = Verify::new(r, &d.digest, d.size);
+            let shared = Rc::new(RefCell::new(verify));
+            verified = Some((shared.clone(), outcome));
+            Ok::<Box<dyn Read>, SourceError>(Box::new(Shared(shared)))
+        });
+        let outcome = verified.and_then(|(shared, outcome)| {
+            if result.is_err() && outcome.borrow().is_none() {
+                // Finish reading (bounded by the descriptor's size) to learn whether
+                // the blob itself was corrupt; errors here are the answer, not news.
+                let _ = io::copy(&mut Shared(shared), &mut io::sink());
+            }
+            outcome.take()
         });
         let what = format!("layer {index}");
         // A digest or size mismatch surfaces as an unpack error from deep inside the
         // decompressor; the verifying reader recorded the real reason.
-        if let Some(m) = outcome.and_then(|c| c.borrow_mut().take()) {
+        if let Some(m) = outcome {
             return Err(match m {
                 Mismatch::Digest(actual) => PullError::DigestMismatch {
                     image: self.image.to_string(),
