@@ -190,6 +190,19 @@ class BerthServer:
                           connect_timeout=10, read_timeout=HTTP_TIMEOUT_S),
         )
 
+    def ecs(self):
+        """boto3 ECS client with endpoint_url pointed at this server."""
+        import boto3
+        from botocore.config import Config
+
+        ak, sk = self.credentials()
+        return boto3.client(
+            "ecs", endpoint_url=self.url, region_name=REGION,
+            aws_access_key_id=ak, aws_secret_access_key=sk,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                          connect_timeout=10, read_timeout=HTTP_TIMEOUT_S),
+        )
+
     def password(self) -> str:
         import base64
 

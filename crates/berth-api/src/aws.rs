@@ -10,6 +10,7 @@ use berth_registry::Body;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Ecr,
+    Ecs,
 }
 
 impl Service {
@@ -17,6 +18,7 @@ impl Service {
     pub fn signing_name(self) -> &'static str {
         match self {
             Service::Ecr => "ecr",
+            Service::Ecs => "ecs",
         }
     }
 }
@@ -28,6 +30,7 @@ pub fn parse_target(target: &str) -> Result<(Service, &str), AwsError> {
         .ok_or_else(|| AwsError::unknown_operation(target))?;
     let service = match prefix {
         "AmazonEC2ContainerRegistry_V20150921" => Service::Ecr,
+        "AmazonEC2ContainerServiceV20141113" => Service::Ecs,
         _ => return Err(AwsError::unknown_operation(target)),
     };
     if op.is_empty() || !op.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -105,6 +108,10 @@ pub fn ecr_error(e: &berth_ecr::EcrError) -> AwsError {
     AwsError::new(e.status(), e.type_name(), e.to_string())
 }
 
+pub fn ecs_error(e: &berth_ecs::EcsError) -> AwsError {
+    AwsError::new(e.status(), e.type_name(), e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +123,11 @@ mod tests {
             parse_target("AmazonEC2ContainerRegistry_V20150921.CreateRepository"),
             Ok((Service::Ecr, "CreateRepository"))
         );
+        assert_eq!(
+            parse_target("AmazonEC2ContainerServiceV20141113.RunTask"),
+            Ok((Service::Ecs, "RunTask"))
+        );
+        assert_eq!(Service::Ecs.signing_name(), "ecs");
         for bad in [
             "",
             "Nope.CreateRepository",

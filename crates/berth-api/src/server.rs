@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use berth_ecr::Ecr;
+use berth_ecs::Ecs;
 use berth_registry::{Body, Registry};
 use berth_state::{Embedded, Store};
 
@@ -55,10 +56,15 @@ pub enum ServerError {
     Accept(#[source] std::io::Error),
 }
 
+/// The id of the server's own agent: the platform's capacity for FARGATE tasks.
+pub const BUILTIN_AGENT: &str = "builtin";
+
 /// Everything a request handler needs.
 pub struct App {
     pub registry: Arc<Registry>,
     pub ecr: Ecr,
+    /// The ECS API; the agent that runs FARGATE tasks reads its assignments here.
+    pub ecs: Arc<Ecs>,
     pub identities: Identities,
 }
 
@@ -93,9 +99,14 @@ pub fn open_registry(data_dir: &Path) -> Result<(Arc<dyn Store>, Arc<Registry>),
 impl App {
     pub fn open(config: &ServerConfig) -> Result<Arc<App>, ServerError> {
         let (store, registry) = open_registry(&config.data_dir)?;
-        let identities = Identities::open(store, &config.data_dir.join("credentials"), now_unix())?;
+        let identities = Identities::open(
+            store.clone(),
+            &config.data_dir.join("credentials"),
+            now_unix(),
+        )?;
         Ok(Arc::new(App {
             ecr: Ecr::new(registry.clone()),
+            ecs: Arc::new(Ecs::new(store, Some(BUILTIN_AGENT.to_string()))),
             registry,
             identities,
         }))
@@ -394,6 +405,18 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
                 .await
                 .map_err(|_| AwsError::new(500, "ServerException", "the operation was aborted"))?
                 .map_err(|e| aws::ecr_error(&e))
+        }
+        Service::Ecs => {
+            let ctx = berth_ecs::Context {
+                region,
+                account: app.identities.account().to_string(),
+            };
+            let app = app.clone();
+            let op = op.to_string();
+            tokio::task::spawn_blocking(move || app.ecs.call(&op, &body, &ctx))
+                .await
+                .map_err(|_| AwsError::new(500, "ServerException", "the operation was aborted"))?
+                .map_err(|e| aws::ecs_error(&e))
         }
     }
 }
