@@ -3,6 +3,11 @@
 //! ([`TaskReport`], to [`Ecs::report_task`]). The agent converges its host to the
 //! assigned tasks and reports the truth; the control plane never guesses a task's state
 //! except for a task no agent has touched yet (StopTask stops it on the spot).
+//!
+//! A task that leaves an agent's assignment without the agent having reported it
+//! STOPPED (it was stopped before the agent's first report) must be torn down by the
+//! agent all the same: the agent converges to the assigned set, not to its own history.
+//! These calls block on the store; async callers use `spawn_blocking`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

@@ -509,7 +509,8 @@ impl Ecs {
         }
     }
 
-    /// Runs operation `op` with its JSON `body`.
+    /// Runs operation `op` with its JSON `body`. Blocking (the store makes every write
+    /// durable before it returns): call it from `spawn_blocking` in async code.
     pub fn call(&self, op: &str, body: &[u8], ctx: &Context) -> Result<Value, EcsError> {
         let span = tracing::info_span!("ecs", op);
         let _e = span.enter();
@@ -706,7 +707,11 @@ impl Ecs {
         let mut failures = vec![];
         for n in names {
             let name = cluster_name(&n);
-            match self.get::<ClusterRecord>(&cluster_key(&name))? {
+            let found = match validate::valid_name(&name) {
+                true => self.get::<ClusterRecord>(&cluster_key(&name))?,
+                false => None,
+            };
+            match found {
                 Some((c, _)) => clusters.push(self.render_cluster(&c, &include)),
                 None => failures.push(json!({
                     "arn": if n.starts_with("arn:") { n.clone() } else { arn(ctx, &format!("cluster/{name}")) },
@@ -732,6 +737,9 @@ impl Ecs {
             &i.cluster
                 .ok_or_else(|| EcsError::InvalidParameter("cluster is required.".into()))?,
         );
+        if !validate::valid_name(&name) {
+            return Err(EcsError::ClusterNotFound);
+        }
         let key = cluster_key(&name);
         for _ in 0..CAS_RETRIES {
             let (rec, rev) = self
@@ -1075,6 +1083,9 @@ impl Ecs {
 
     fn run_task(&self, i: RunTaskInput, ctx: &Context) -> Result<Value, EcsError> {
         let cname = cluster_name(i.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER));
+        if !validate::valid_name(&cname) {
+            return Err(EcsError::ClusterNotFound);
+        }
         let count = i.count.unwrap_or(1);
         if !(1..=MAX_RUN_COUNT).contains(&count) {
             return Err(EcsError::InvalidParameter(format!(
@@ -1339,6 +1350,9 @@ impl Ecs {
     /// (it behaves as an empty cluster).
     fn task_cluster(&self, cluster: Option<&str>) -> Result<Option<String>, EcsError> {
         let name = cluster_name(cluster.unwrap_or(DEFAULT_CLUSTER));
+        if !validate::valid_name(&name) {
+            return Err(EcsError::ClusterNotFound);
+        }
         if self.store.get(&cluster_key(&name)).is_some() {
             Ok(Some(name))
         } else if name == DEFAULT_CLUSTER {

@@ -721,3 +721,89 @@ fn dispatch() {
         "SerializationException"
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn shared() -> &'static T {
+        static T_: OnceLock<T> = OnceLock::new();
+        T_.get_or_init(setup)
+    }
+
+    const OPS: [&str; 14] = [
+        "CreateCluster",
+        "DescribeClusters",
+        "ListClusters",
+        "DeleteCluster",
+        "RegisterTaskDefinition",
+        "DescribeTaskDefinition",
+        "ListTaskDefinitions",
+        "ListTaskDefinitionFamilies",
+        "DeregisterTaskDefinition",
+        "DeleteTaskDefinitions",
+        "RunTask",
+        "DescribeTasks",
+        "ListTasks",
+        "StopTask",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-70000i64..70000).prop_map(Value::from),
+            "[a-z:/0-9 .-]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "family",
+                        "containerDefinitions",
+                        "name",
+                        "image",
+                        "memory",
+                        "cpu",
+                        "cluster",
+                        "task",
+                        "tasks",
+                        "taskDefinition",
+                        "count",
+                        "overrides",
+                        "containerOverrides",
+                        "networkMode",
+                        "portMappings",
+                        "containerPort",
+                        "dependsOn",
+                        "nextToken",
+                        "maxResults",
+                        "clusterName",
+                        "launchType",
+                    ])
+                    .prop_map(String::from),
+                    inner,
+                    0..5,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// No operation panics on arbitrary bytes or arbitrary JSON; server faults
+        /// never come from bad input.
+        #[test]
+        fn operations_total(op in prop::sample::select(OPS.to_vec()), body in json_value(), raw in prop::collection::vec(any::<u8>(), 0..64)) {
+            let t = shared();
+            for b in [body.to_string().into_bytes(), raw] {
+                if let Err(e) = t.ecs.call(op, &b, &t.ctx) {
+                    prop_assert_ne!(e.type_name(), "ServerException", "{}: {}", op, e);
+                }
+            }
+        }
+    }
+}

@@ -566,3 +566,111 @@ fn messages() {
     );
     assert_eq!(E::TaskCpu.to_string(), "Invalid 'cpu' setting for task.");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn container() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(vec!["a", "b", "c", "", "d e"]),
+            prop::option::of(prop::sample::select(vec!["img", ""])),
+            prop::option::of(-10i64..3000),
+            prop::option::of(-10i64..3000),
+            prop::option::of(any::<bool>()),
+            prop::collection::vec((-5i64..70000, prop::option::of(-5i64..70000)), 0..3),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["a", "b", "c", "x"]),
+                    prop::sample::select(vec!["START", "HEALTHY", "SUCCESS", "NOPE"]),
+                ),
+                0..3,
+            ),
+            prop::option::of((
+                prop::sample::select(vec!["CMD", "CMD-SHELL", "X"]),
+                -5i64..400,
+            )),
+        )
+            .prop_map(
+                |(name, image, memory, reservation, essential, ports, deps, hc)| {
+                    let mut c = json!({"name": name});
+                    if let Some(i) = image {
+                        c["image"] = json!(i);
+                    }
+                    if let Some(m) = memory {
+                        c["memory"] = json!(m);
+                    }
+                    if let Some(r) = reservation {
+                        c["memoryReservation"] = json!(r);
+                    }
+                    if let Some(e) = essential {
+                        c["essential"] = json!(e);
+                    }
+                    c["portMappings"] = json!(ports
+                        .iter()
+                        .map(|(cp, hp)| match hp {
+                            Some(h) => json!({"containerPort": cp, "hostPort": h}),
+                            None => json!({"containerPort": cp}),
+                        })
+                        .collect::<Vec<_>>());
+                    c["dependsOn"] = json!(deps
+                        .iter()
+                        .map(|(n, cond)| json!({"containerName": n, "condition": cond}))
+                        .collect::<Vec<_>>());
+                    if let Some((cmd, interval)) = hc {
+                        c["healthCheck"] = json!({"command": [cmd, "true"], "interval": interval});
+                    }
+                    c
+                },
+            )
+    }
+
+    proptest! {
+        /// Task size parsers are total over arbitrary text.
+        #[test]
+        fn size_parsers_total(s in "\\PC{0,40}") {
+            let _ = parse_task_cpu(&s);
+            let _ = parse_task_memory(&s);
+        }
+
+        /// Validation never panics, and what it accepts has the promised properties:
+        /// unique names, an essential container, host ports = container ports in awsvpc,
+        /// and FARGATE compatibility only for Fargate sizes.
+        #[test]
+        fn accepted_definitions_are_sound(
+            containers in prop::collection::vec(container(), 0..4),
+            mode in prop::sample::select(vec!["bridge", "awsvpc", "host", "nat"]),
+            cpu in prop::option::of(prop::sample::select(vec!["256", "512", "1 vCPU", "x"])),
+            memory in prop::option::of(prop::sample::select(vec!["512", "1024", "2 GB", "9"])),
+            fargate in any::<bool>(),
+        ) {
+            let mut v = json!({"family": "f", "containerDefinitions": containers, "networkMode": mode});
+            if let Some(c) = cpu { v["cpu"] = json!(c); }
+            if let Some(m) = memory { v["memory"] = json!(m); }
+            if fargate { v["requiresCompatibilities"] = json!(["FARGATE"]); }
+            let input = td(v);
+            if let Ok(ok) = validate(&input) {
+                let names: Vec<_> = input.container_definitions.iter().map(|c| c.name.clone().unwrap()).collect();
+                let mut dedup = names.clone();
+                dedup.sort();
+                dedup.dedup();
+                prop_assert_eq!(dedup.len(), names.len());
+                prop_assert!(input.container_definitions.iter().any(|c| c.essential.unwrap_or(true)));
+                if ok.compatibilities.iter().any(|c| c == "FARGATE") {
+                    prop_assert!(fargate_size_ok(ok.cpu.unwrap(), ok.memory.unwrap()));
+                    prop_assert_eq!(ok.network_mode.as_str(), "awsvpc");
+                }
+                if fargate {
+                    prop_assert!(ok.compatibilities.iter().any(|c| c == "FARGATE"));
+                }
+                if mode == "awsvpc" {
+                    for c in &input.container_definitions {
+                        for p in &c.port_mappings {
+                            prop_assert!(p.host_port.is_none() || p.host_port == p.container_port);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
