@@ -5,9 +5,12 @@ until they are stopped."""
 
 import datetime
 import json
+import subprocess
 
 import pytest
 from botocore.exceptions import ClientError
+
+from conftest import AwsCli
 
 from support import assert_aws_error, send, signed_request, unique
 
@@ -15,9 +18,19 @@ ECS_TARGET = "AmazonEC2ContainerServiceV20141113"
 
 
 @pytest.fixture(scope="session")
-def ecs(berth):
-    """boto3 ECS client with endpoint_url pointed at the shared server."""
-    return berth.ecs()
+def ecs_berth(berth_bin, berth_factory):
+    """A server of its own whose FARGATE tasks no agent picks up: these tests check the
+    API's bookkeeping, so nothing may move a task but the test (`--no-agent` where the
+    binary has a built-in agent)."""
+    usage = subprocess.run([str(berth_bin), "server", "--help"], capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL).stdout
+    return berth_factory(extra_args=["--no-agent"] if "--no-agent" in usage else [])
+
+
+@pytest.fixture(scope="session")
+def ecs(ecs_berth):
+    """boto3 ECS client with endpoint_url pointed at that server."""
+    return ecs_berth.ecs()
 
 
 def fargate_def(family: str, **extra) -> dict:
@@ -168,19 +181,19 @@ def test_register_validation_errors(ecs, patch, message):
                         **_patched(unique("bad"), patch)) == ("ClientException", message)
 
 
-def test_error_body_shape(berth):
+def test_error_body_shape(ecs_berth):
     """Errors are AWS JSON: {"__type": ..., "message": ...} with x-amzn-ErrorType."""
     body = json.dumps({"family": "x y", "containerDefinitions": []})
-    r = send(signed_request(berth.url, "", body, *berth.credentials(), service="ecs",
+    r = send(signed_request(ecs_berth.url, "", body, *ecs_berth.credentials(), service="ecs",
                             target=f"{ECS_TARGET}.RegisterTaskDefinition"))
     err = assert_aws_error(r, 400, "ClientException")
     assert err["message"].startswith("Invalid family name 'x y'")
     assert r.headers["x-amzn-ErrorType"] == "ClientException"
-    r = send(signed_request(berth.url, "", "{}", *berth.credentials(), service="ecs",
+    r = send(signed_request(ecs_berth.url, "", "{}", *ecs_berth.credentials(), service="ecs",
                             target=f"{ECS_TARGET}.NoSuchOperation"))
     assert_aws_error(r, 400, "UnknownOperationException")
     # Signed for ECR but sent to ECS: the credential scope names the wrong service.
-    r = send(signed_request(berth.url, "", "{}", *berth.credentials(), service="ecr",
+    r = send(signed_request(ecs_berth.url, "", "{}", *ecs_berth.credentials(), service="ecr",
                             target=f"{ECS_TARGET}.ListClusters"))
     assert_aws_error(r, 403, "InvalidSignatureException")
 
@@ -324,8 +337,9 @@ def test_list_tasks_pagination_and_default_cluster(ecs):
     assert ecs.list_tasks(family=fam)["taskArns"] == []
 
 
-def test_aws_cli(aws):
+def test_aws_cli(ecs_berth, tmp_path):
     """The real aws CLI registers and describes a task definition and runs a task."""
+    aws = AwsCli(ecs_berth, tmp_path)
     fam = unique("cli")
     containers = json.dumps([{"name": "app", "image": "busybox", "command": ["sleep", "60"]}])
     out = aws("ecs", "register-task-definition", "--family", fam, "--network-mode", "awsvpc",
