@@ -11,7 +11,7 @@
 //!
 //! - [`unpack`]: one layer stream → one overlayfs lower directory.
 //! - [`snapshots`]: unpacked layers by diff_id, unpacked once, verified, shared.
-//! - [`pull`]: manifest → config → layers from an [`pull::ImageSource`], verified.
+//! - [`mod@pull`]: manifest → config → layers from an [`pull::ImageSource`], verified.
 
 #![forbid(unsafe_code)]
 

@@ -1,9 +1,9 @@
 //! Unpacking one layer tar (plain, gzip or zstd) into an overlayfs lower directory.
 //!
 //! The layer is hostile until proven otherwise. What is contained and how:
-//! - names are made relative and `..` is refused ([`paths`]);
+//! - names are made relative and `..` is refused (`paths`);
 //! - parents are looked up in-root through `openat2(RESOLVE_IN_ROOT)`, the final
-//!   component is never followed ([`root`]);
+//!   component is never followed (`root`);
 //! - hard links may only name a regular file this same layer created;
 //! - device nodes are refused, except the whiteouts we make ourselves;
 //! - `trusted.overlay.*` xattrs from the tar are dropped (they would forge whiteouts
