@@ -303,6 +303,13 @@ pub fn pull(
             actual: manifest_digest,
         });
     }
+    if !by_digest {
+        // The tag may point at an image pulled before: no config or layer fetches.
+        if let Some(img) = cached(images_dir, &manifest_digest)? {
+            tracing::debug!(%image, digest = %manifest_digest, "tag resolves to an image already pulled");
+            return Ok(img);
+        }
+    }
     let (platform_manifest_digest, bytes) = match manifest::kind(&media_type, &bytes) {
         Kind::Index => {
             let index =

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -148,7 +149,9 @@ impl Snapshots {
             source: e.into(),
         })?;
         let tmp = self.tmp_path(&path)?;
-        fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
+        fs::create_dir(&tmp)
+            .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)))
+            .map_err(io_err("creating", &tmp))?;
         let result = self.fill(reader, diff_id, &tmp);
         if let Err(e) = result {
             remove_quietly(&tmp);

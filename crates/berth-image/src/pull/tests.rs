@@ -172,7 +172,8 @@ fn dirs() -> Dirs {
 }
 
 /// A tag pull unpacks every layer bottom to top (gzip, zstd, plain), returns the
-/// runtime config, and a second pull by digest is served from the record offline.
+/// runtime config; pulling the tag again fetches only the manifest, and a pull by
+/// digest is served from the record offline.
 #[test]
 fn pull_by_tag_then_by_digest_offline() {
     let mut reg = Mem::default();
@@ -198,6 +199,14 @@ fn pull_by_tag_then_by_digest_offline() {
     );
     assert_eq!(c.exposed_ports, vec!["80/tcp"]);
     assert_eq!(c.labels.get("team").map(String::as_str), Some("edge"));
+
+    let before = reg.fetches.get();
+    assert_eq!(pull(&reg, "web", "v1", &d.snaps, &d.images).unwrap(), img);
+    assert_eq!(
+        reg.fetches.get(),
+        before + 1,
+        "a tag pull of a known image fetches only the manifest"
+    );
 
     reg.offline.set(true);
     let before = reg.fetches.get();

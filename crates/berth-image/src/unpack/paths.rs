@@ -63,6 +63,24 @@ pub(crate) fn join(comps: &[&[u8]]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Accepted names are plain relative components: never empty, `.`, `..`,
+        /// never containing `/` or NUL, never longer than NAME_MAX.
+        #[test]
+        fn accepted_components_are_plain(raw in prop::collection::vec(
+            prop::sample::select(vec![b'a', b'.', b'/', 0u8, b'w', b'h']), 0..64)) {
+            if let Ok(comps) = components(&raw) {
+                for c in &comps {
+                    prop_assert!(!c.is_empty() && *c != b"." && *c != b"..");
+                    prop_assert!(!c.contains(&b'/') && !c.contains(&0));
+                    prop_assert!(c.len() <= NAME_MAX);
+                }
+                prop_assert!(!join(&comps).starts_with(b"/"));
+            }
+        }
+    }
 
     /// Leading slashes and `.` are dropped, `..` and NUL are refused.
     #[test]

@@ -102,6 +102,28 @@ fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic the PAX parser, and a parsed mtime's
+        /// nanoseconds are always below one second.
+        #[test]
+        fn parse_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(f) = parse(&bytes) {
+                prop_assert!(f.mtime.is_none_or(|(_, ns)| ns < 1_000_000_000));
+            }
+        }
+
+        /// Any `[-]digits[.digits]` mtime parses with nanoseconds below one second.
+        #[test]
+        fn mtimes_parse(secs in 0i64..1i64 << 40, frac in "[0-9]{0,12}", neg: bool) {
+            let text = format!("{}{secs}{}{frac}", if neg { "-" } else { "" }, if frac.is_empty() { "" } else { "." });
+            let (s, ns) = parse_time(text.as_bytes()).unwrap();
+            prop_assert!(ns < 1_000_000_000);
+            let want = if neg { s <= -secs } else { s == secs };
+            prop_assert!(want);
+        }
+    }
 
     fn rec(key: &str, value: &[u8]) -> Vec<u8> {
         let body_len = key.len() + value.len() + 3; // ' ', '=', '\n'

@@ -13,13 +13,15 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{
-    mkdirat, openat, openat2, statat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags,
-    Stat,
+    fchmod, mkdirat, openat, openat2, statat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags,
+    ResolveFlags, Stat,
 };
 use rustix::io::Errno;
 
 /// Resolution for every lookup below the root.
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+/// Mode of parent directories a layer does not list (docker and containerd use 0755).
+const IMPLICIT_DIR_MODE: u32 = 0o755;
 /// Opening a directory we will only use as a handle for `*at` calls and metadata.
 const DIR_FLAGS: OFlags = OFlags::DIRECTORY
     .union(OFlags::RDONLY)
@@ -72,8 +74,11 @@ impl Root {
                 Err(Errno::NOENT) => {
                     // The prefix up to i-1 resolved to `cur`; component i is missing
                     // there (or is a dangling symlink, which mkdirat refuses: EEXIST).
-                    mkdirat(&cur, comps[i], Mode::from_raw_mode(0o755))?;
-                    openat(&cur, comps[i], DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?
+                    mkdirat(&cur, comps[i], Mode::from_raw_mode(IMPLICIT_DIR_MODE))?;
+                    let fd = openat(&cur, comps[i], DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+                    // The umask applied to mkdirat; the mode must not depend on it.
+                    fchmod(&fd, Mode::from_raw_mode(IMPLICIT_DIR_MODE))?;
+                    fd
                 }
                 Err(e) => return Err(e.into()),
             };

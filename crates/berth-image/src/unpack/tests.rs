@@ -804,3 +804,24 @@ proptest! {
         sb.assert_contained();
     }
 }
+
+/// A whiteout replaces an entry of the same name earlier in the layer; aufs
+/// bookkeeping (`.wh..wh.plnk`) is skipped, not created.
+#[test]
+fn whiteout_replaces_and_aufs_metadata_is_skipped() {
+    let sb = Sandbox::new();
+    let tar = Layer::new()
+        .file("x", b"old")
+        .file(".wh.x", b"")
+        .dir(".wh..wh.plnk/")
+        .file(".wh..wh.aufs", b"")
+        .tar();
+    unpack(&sb, &tar).unwrap();
+    assert!(fs::symlink_metadata(sb.path("x"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert!(!exists(&sb.path(".wh..wh.plnk")));
+    assert!(!exists(&sb.path(".wh..wh.aufs")));
+    assert!(!exists(&sb.path("..wh.plnk")));
+}
