@@ -825,3 +825,56 @@ fn whiteout_replaces_and_aufs_metadata_is_skipped() {
     assert!(!exists(&sb.path(".wh..wh.aufs")));
     assert!(!exists(&sb.path("..wh.plnk")));
 }
+
+/// A fifo used as a parent directory is an error at once, never a blocking open.
+#[test]
+fn fifo_as_parent_does_not_block() {
+    let sb = Sandbox::new();
+    let mut l = Layer::new();
+    l.raw(EntryType::Fifo, b"p", None, Attr::default(), b"");
+    l.file("p/x", b"");
+    let err = unpack(&sb, &l.tar()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UnpackError::Fs {
+                step: "opening the parent directory of",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    sb.assert_contained();
+}
+
+/// Measures unpack throughput (run with `--ignored --nocapture` in release).
+#[test]
+#[ignore]
+fn measure_unpack() {
+    let mut l = Layer::new();
+    for d in 0..200 {
+        l.dir(&format!("usr/share/d{d}/"));
+        for f in 0..100 {
+            l.file(&format!("usr/share/d{d}/f{f}"), &[b'x'; 512]);
+        }
+    }
+    l.file("big", &vec![7u8; 256 * 1024 * 1024]);
+    let tar = l.tar();
+    for (name, bytes) in [
+        ("plain", tar.clone()),
+        ("gzip", gzip(&tar)),
+        ("zstd", zstd(&tar)),
+    ] {
+        let sb = Sandbox::new();
+        let t = std::time::Instant::now();
+        let stats = unpack(&sb, &bytes).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{name}: {} entries, {} MiB uncompressed, {} MiB in: {secs:.2} s ({:.0} MiB/s)",
+            stats.entries,
+            stats.uncompressed_bytes >> 20,
+            stats.compressed_bytes >> 20,
+            (stats.uncompressed_bytes >> 20) as f64 / secs
+        );
+    }
+}
