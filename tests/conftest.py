@@ -47,6 +47,7 @@ def berth_factory(berth_bin, tmp_path_factory):
     yield start
     for srv in started:
         srv.stop()
+        srv.down()
 
 
 @pytest.fixture(scope="session")

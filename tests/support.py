@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -95,6 +96,24 @@ class BerthServer:
     extra_args: list[str] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen | None = None
+    # The built-in agent's node: a bridge and task subnet of this server's own, kept
+    # across restarts on the same data directory, so servers can run side by side.
+    bridge: str = ""
+    subnet: str = ""
+    metadata_port: int = 0
+
+    def __post_init__(self):
+        if "--no-agent" in self.extra_args or "--bridge" in self.extra_args:
+            return
+        self.bridge = "bt" + uuid.uuid4().hex[:10]
+        self.subnet = f"10.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"
+        self.metadata_port = free_port()
+        self.extra_args += ["--bridge", self.bridge, "--task-subnet", self.subnet,
+                            "--metadata-port", str(self.metadata_port)]
+
+    @property
+    def gateway(self) -> str:
+        return self.subnet.rsplit(".", 1)[0] + ".1"
 
     @property
     def url(self) -> str:
@@ -157,6 +176,28 @@ class BerthServer:
         if self in LIVE_SERVERS:
             LIVE_SERVERS.remove(self)
         return self.proc.returncode
+
+    def down(self) -> None:
+        """`berth down`: stops this server's tasks and removes its bridge, namespaces and
+        mounts (the server must be stopped)."""
+        if self.bridge:
+            subprocess.run([str(self.bin), "down", "--data-dir", str(self.data_dir)],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+
+    def logs(self):
+        return self._client("logs")
+
+    def _client(self, service: str):
+        import boto3
+        from botocore.config import Config
+
+        ak, sk = self.credentials()
+        return boto3.client(
+            service, endpoint_url=self.url, region_name=REGION,
+            aws_access_key_id=ak, aws_secret_access_key=sk,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                          connect_timeout=10, read_timeout=HTTP_TIMEOUT_S),
+        )
 
     def kill(self) -> None:
         """SIGKILL by pid: the crash the crash-safety tests simulate."""

@@ -11,6 +11,7 @@ use berth_registry::Body;
 pub enum Service {
     Ecr,
     Ecs,
+    Logs,
 }
 
 impl Service {
@@ -19,6 +20,7 @@ impl Service {
         match self {
             Service::Ecr => "ecr",
             Service::Ecs => "ecs",
+            Service::Logs => "logs",
         }
     }
 }
@@ -31,6 +33,7 @@ pub fn parse_target(target: &str) -> Result<(Service, &str), AwsError> {
     let service = match prefix {
         "AmazonEC2ContainerRegistry_V20150921" => Service::Ecr,
         "AmazonEC2ContainerServiceV20141113" => Service::Ecs,
+        "Logs_20140328" => Service::Logs,
         _ => return Err(AwsError::unknown_operation(target)),
     };
     if op.is_empty() || !op.bytes().all(|b| b.is_ascii_alphanumeric()) {

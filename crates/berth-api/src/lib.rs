@@ -4,6 +4,8 @@
 //! - [`identity`]: access keys, the account id, registry passwords;
 //! - [`aws`]: target parsing and AWS JSON error rendering (the only place errors
 //!   become HTTP);
+//! - [`images`]: the built-in agent's image source (the registry in this process);
+//! - [`logs`]: the CloudWatch Logs API over the node's container logs;
 //! - [`server`]: the listener, authentication (SigV4; registry Basic/Bearer), request
 //!   spans, background jobs.
 //!
@@ -12,6 +14,8 @@
 
 pub mod aws;
 pub mod identity;
+pub mod images;
+pub mod logs;
 pub mod server;
 
 pub use server::{open_registry, run, serve, App, ServerConfig, ServerError};

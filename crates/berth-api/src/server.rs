@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub gc_interval_secs: u64,
     /// Unreferenced blobs younger than this many seconds survive GC (pushes in flight).
     pub gc_grace_secs: u64,
+    /// The built-in agent (the capacity behind FARGATE on this machine), if any.
+    pub agent: Option<berth_agent::AgentConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,12 @@ pub enum ServerError {
     Identity(#[from] crate::identity::IdentityError),
     #[error("cannot accept connections")]
     Accept(#[source] std::io::Error),
+    #[error(
+        "cannot start the built-in agent (run as root with runc installed, or pass --no-agent)"
+    )]
+    Agent(#[source] berth_agent::AgentError),
+    #[error("cannot serve the task metadata endpoint on {0}")]
+    Metadata(SocketAddr, #[source] std::io::Error),
 }
 
 /// The id of the server's own agent: the platform's capacity for FARGATE tasks.
@@ -65,6 +73,8 @@ pub struct App {
     pub ecr: Ecr,
     /// The ECS API; the agent that runs FARGATE tasks reads its assignments here.
     pub ecs: Arc<Ecs>,
+    /// The built-in agent's task directory (container logs for the Logs API).
+    pub agent_tasks_dir: Option<PathBuf>,
     pub identities: Identities,
 }
 
@@ -107,6 +117,7 @@ impl App {
         Ok(Arc::new(App {
             ecr: Ecr::new(registry.clone()),
             ecs: Arc::new(Ecs::new(store, Some(BUILTIN_AGENT.to_string()))),
+            agent_tasks_dir: config.agent.as_ref().map(|a| a.dir.join("tasks")),
             registry,
             identities,
         }))
@@ -406,6 +417,20 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
                 .map_err(|_| AwsError::new(500, "ServerException", "the operation was aborted"))?
                 .map_err(|e| aws::ecr_error(&e))
         }
+        Service::Logs => {
+            let dir = app.agent_tasks_dir.clone();
+            let op = op.to_string();
+            tokio::task::spawn_blocking(move || match op.as_str() {
+                "GetLogEvents" => crate::logs::get_log_events(dir.as_deref(), &body),
+                _ => Err(AwsError::new(
+                    400,
+                    "UnknownOperationException",
+                    format!("berth's CloudWatch Logs serves GetLogEvents only, not {op}"),
+                )),
+            })
+            .await
+            .map_err(|_| AwsError::new(500, "ServerException", "the operation was aborted"))?
+        }
         Service::Ecs => {
             let ctx = berth_ecs::Context {
                 region,
@@ -547,8 +572,42 @@ pub fn authenticate(
 }
 
 /// Binds `addr` and runs the server until Ctrl-C or SIGTERM.
+/// Starts the built-in agent and its task metadata endpoint.
+async fn start_agent(app: &Arc<App>, config: berth_agent::AgentConfig) -> Result<(), ServerError> {
+    let port = config.metadata_port;
+    let source = Arc::new(crate::images::LocalImages {
+        registry: app.registry.clone(),
+    });
+    let control = Arc::new(berth_agent::LocalControlPlane {
+        ecs: app.ecs.clone(),
+        agent: BUILTIN_AGENT.to_string(),
+    });
+    let agent =
+        tokio::task::spawn_blocking(move || berth_agent::Agent::open(config, source, control))
+            .await
+            .map_err(|e| {
+                ServerError::Agent(berth_agent::AgentError::Dir {
+                    path: "agent".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })?
+            .map_err(ServerError::Agent)?;
+    let addr = SocketAddr::new(agent.ctx.gateway().into(), port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Metadata(addr, e))?;
+    tokio::spawn(berth_agent::metadata::serve(listener, agent.ctx.clone()));
+    tracing::info!(bridge = %agent.ctx.config.bridge, subnet = %agent.ctx.config.subnet, metadata = %addr, "built-in agent running");
+    // Stopping the server leaves the containers running: the agent re-adopts them.
+    tokio::spawn(agent.run(std::future::pending()));
+    Ok(())
+}
+
 pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), ServerError> {
     let app = App::open(&config)?;
+    if let Some(a) = config.agent.clone() {
+        start_agent(&app, a).await?;
+    }
     spawn_background(app.clone(), &config);
     let addr = listener.local_addr().map_err(ServerError::Accept)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth server listening (registry at /v2/, AWS APIs at POST /)");

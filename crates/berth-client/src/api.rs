@@ -135,4 +135,14 @@ impl ApiClient {
     pub fn ecr(&self, op: &str, input: &Value) -> Result<Value, ApiError> {
         self.call(crate::ECR, op, "ecr", input)
     }
+
+    /// ECS call (signing name `ecs`).
+    pub fn ecs(&self, op: &str, input: &Value) -> Result<Value, ApiError> {
+        self.call(crate::ECS, op, "ecs", input)
+    }
+
+    /// CloudWatch Logs call (signing name `logs`).
+    pub fn logs(&self, op: &str, input: &Value) -> Result<Value, ApiError> {
+        self.call(crate::LOGS, op, "logs", input)
+    }
 }

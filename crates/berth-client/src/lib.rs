@@ -18,3 +18,7 @@ pub use registry::{RegistryClient, RegistryError};
 
 /// The ECR target prefix.
 pub const ECR: &str = "AmazonEC2ContainerRegistry_V20150921";
+/// The ECS target prefix.
+pub const ECS: &str = "AmazonEC2ContainerServiceV20141113";
+/// The CloudWatch Logs target prefix.
+pub const LOGS: &str = "Logs_20140328";

@@ -210,7 +210,8 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitStatus, ShimError> {
         ..ExitStatus::default()
     };
     loop {
-        match rustix::process::waitpid(None, rustix::process::WaitOptions::empty()) {
+        // Any child (`wait`, not `waitpid(None)`, which is our process group only).
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
             Ok(Some((p, st))) => {
                 if p.as_raw_nonzero().get() != pid {
                     continue; // an orphan of the container's reparented to us

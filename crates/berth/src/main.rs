@@ -41,6 +41,16 @@ enum Command {
     Pull(commands::pull::Args),
     /// List repositories and their images.
     Images(commands::images::Args),
+    /// Run a one-off task (FARGATE, default cluster) and stream its output.
+    Run(commands::run::Args),
+    /// List the tasks of a cluster.
+    Ps(commands::ps::Args),
+    /// Print a task's container output.
+    Logs(commands::logs::Args),
+    /// Stop tasks.
+    Stop(commands::stop::Args),
+    /// Stop the node's tasks and remove what berth made on this host (server stopped).
+    Down(commands::down::Args),
     /// Supervise one container (started by the agent; not for direct use).
     #[command(hide = true)]
     Shim(commands::shim::Args),
@@ -71,5 +81,10 @@ fn main() -> anyhow::Result<()> {
         Command::Pull(a) => commands::pull::run(a),
         Command::Images(a) => commands::images::run(a),
         Command::Shim(a) => commands::shim::run(a),
+        Command::Run(a) => commands::run::run(a),
+        Command::Ps(a) => commands::ps::run(a),
+        Command::Logs(a) => commands::logs::run(a),
+        Command::Stop(a) => commands::stop::run(a),
+        Command::Down(a) => commands::down::run(a),
     }
 }

@@ -1,9 +1,15 @@
 //! One module per `berth` subcommand.
 pub mod build;
 mod client;
+pub mod down;
 pub mod gc;
 pub mod images;
+pub mod logs;
+pub mod ps;
 pub mod pull;
 pub mod push;
+pub mod run;
 pub mod server;
 pub mod shim;
+pub mod stop;
+mod tasks;

@@ -27,6 +27,61 @@ pub struct Args {
     /// Seconds an unreferenced blob is kept before GC may remove it (protects pushes in flight).
     #[arg(long, default_value_t = 3600)]
     gc_grace: u64,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// The built-in agent's settings.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// Run without the built-in agent (registry and API only; tasks stay PROVISIONING).
+    #[arg(long)]
+    no_agent: bool,
+    /// Name of the node bridge tasks attach to (at most 15 characters).
+    #[arg(long, default_value = DEFAULT_BRIDGE)]
+    bridge: String,
+    /// The node's task subnet (IPv4 CIDR); the bridge takes its first address.
+    #[arg(long, default_value = DEFAULT_TASK_SUBNET)]
+    task_subnet: String,
+    /// Port of the task metadata endpoint on the bridge address.
+    #[arg(long, default_value_t = berth_agent::agent::DEFAULT_METADATA_PORT)]
+    metadata_port: u16,
+    /// The OCI runtime binary.
+    #[arg(long, default_value = "runc")]
+    runc: PathBuf,
+    /// Availability zone this node reports.
+    #[arg(long, default_value = "local-a")]
+    zone: String,
+}
+
+/// Default node bridge.
+pub const DEFAULT_BRIDGE: &str = "berth0";
+/// Default task subnet of the node.
+pub const DEFAULT_TASK_SUBNET: &str = "10.213.0.0/24";
+
+impl NodeArgs {
+    /// The agent's configuration under `data_dir`, or `None` with `--no-agent`.
+    pub fn agent_config(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Option<berth_agent::AgentConfig>> {
+        if self.no_agent {
+            return Ok(None);
+        }
+        let subnet = self
+            .task_subnet
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--task-subnet {}: {e}", self.task_subnet))?;
+        Ok(Some(berth_agent::AgentConfig {
+            dir: data_dir.join("agent"),
+            bridge: self.bridge.clone(),
+            subnet,
+            runc: self.runc.clone(),
+            exe: std::env::current_exe().context("cannot find the berth executable")?,
+            metadata_port: self.metadata_port,
+            availability_zone: self.zone.clone(),
+        }))
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -45,6 +100,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             lifecycle_interval_secs: a.lifecycle_interval,
             gc_interval_secs: a.gc_interval,
             gc_grace_secs: a.gc_grace,
+            agent: a.node.agent_config(&a.data_dir)?,
         };
         berth_api::run(config, listener)
             .await

@@ -1,0 +1,296 @@
+//! The agent's shell: configuration, the shared context of its task workers, the main
+//! loop that hands each assigned task to a worker, and re-adoption on start.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_image::pull::ImageSource;
+use berth_image::snapshots::Snapshots;
+use berth_net::{Cidr, Ipam};
+use berth_runtime::runc::Runc;
+use sha2::Digest as _;
+
+use crate::control::{AssignedTask, ControlPlane};
+use crate::record::{Stage, TaskRecord};
+use crate::worker::{self, Wake};
+
+/// How often the main loop looks at the assigned tasks without being told to.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// The default metadata endpoint port on the bridge gateway.
+pub const DEFAULT_METADATA_PORT: u16 = 51679;
+
+/// How an agent is run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Everything the agent keeps: `DIR/{tasks,snapshots,images,runc}`.
+    pub dir: PathBuf,
+    /// The node bridge (at most 15 characters).
+    pub bridge: String,
+    /// The node's task subnet; the bridge holds its first address.
+    pub subnet: Cidr,
+    /// The runc binary.
+    pub runc: PathBuf,
+    /// The executable that runs `shim` and `proxy` subcommands (berth itself).
+    pub exe: PathBuf,
+    /// The task metadata endpoint's port on the gateway address.
+    pub metadata_port: u16,
+    /// Reported as the tasks' availability zone.
+    pub availability_zone: String,
+}
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot create {path}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the node bridge {bridge}")]
+    Bridge {
+        bridge: String,
+        #[source]
+        source: berth_net::BridgeError,
+    },
+    #[error("bad task subnet")]
+    Subnet(#[from] berth_net::IpamError),
+    #[error("cannot open the snapshot store")]
+    Snapshots(#[from] berth_image::snapshots::SnapshotError),
+}
+
+/// What every task worker shares.
+pub struct Ctx {
+    pub config: AgentConfig,
+    pub runc: Runc,
+    pub snapshots: Snapshots,
+    pub images_dir: PathBuf,
+    pub tasks_dir: PathBuf,
+    pub source: Arc<dyn ImageSource + Send + Sync>,
+    pub control: Arc<dyn ControlPlane>,
+    pub ipam: Mutex<Ipam>,
+    /// A short key unique to this agent's directory: prefixes of its namespaces,
+    /// veths and cgroups, so that agents side by side never touch each other's.
+    pub key: String,
+    /// Metadata tokens → (task id, container index).
+    pub tokens: Mutex<HashMap<String, (String, usize)>>,
+    /// The latest record of each task, for the metadata endpoint.
+    pub views: Mutex<HashMap<String, TaskRecord>>,
+    /// Serialises pulls of one image so that two tasks do not fetch it twice.
+    pub pull_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("key", &self.key).finish()
+    }
+}
+
+impl Ctx {
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.ipam
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .gateway()
+            .addr()
+    }
+    /// Namespace names of this agent start with this.
+    pub fn netns_prefix(&self) -> String {
+        format!("berth-{}-", self.key)
+    }
+    /// Host veth names of this agent start with this (IFNAMSIZ leaves 8 more characters).
+    pub fn veth_prefix(&self) -> String {
+        format!("bv{}", &self.key[..5])
+    }
+    /// The cgroup parent of this agent's containers.
+    pub fn cgroup_parent(&self) -> String {
+        format!("/berth/{}", self.key)
+    }
+}
+
+/// The node's settings as the agent last ran with them (`DIR/node.json`), so that
+/// `berth down` knows what to remove without a running agent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeFile {
+    pub bridge: String,
+    pub subnet: String,
+    pub key: String,
+}
+
+impl NodeFile {
+    pub fn load(dir: &Path) -> Option<NodeFile> {
+        serde_json::from_slice(&std::fs::read(dir.join("node.json")).ok()?).ok()
+    }
+}
+
+/// The key of an agent directory.
+pub fn agent_key(dir: &Path) -> String {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let h = sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes());
+    hex::encode(&h[..4])
+}
+
+/// A running agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub ctx: Arc<Ctx>,
+    workers: Arc<Mutex<HashMap<String, mpsc::Sender<Wake>>>>,
+}
+
+impl Agent {
+    /// Prepares the host (directories, bridge) and re-adopts the tasks recorded on disk.
+    pub fn open(
+        config: AgentConfig,
+        source: Arc<dyn ImageSource + Send + Sync>,
+        control: Arc<dyn ControlPlane>,
+    ) -> Result<Agent, AgentError> {
+        let mk = |p: PathBuf| {
+            std::fs::create_dir_all(&p).map_err(|source| AgentError::Dir {
+                path: p.display().to_string(),
+                source,
+            })?;
+            Ok::<_, AgentError>(p)
+        };
+        mk(config.dir.clone())?;
+        let tasks_dir = mk(config.dir.join("tasks"))?;
+        let images_dir = mk(config.dir.join("images"))?;
+        let runc_root = mk(config.dir.join("runc"))?;
+        let snapshots = Snapshots::open(config.dir.join("snapshots"))?;
+        let ipam = Ipam::new(config.subnet)?;
+        berth_net::ensure_bridge(&config.bridge, ipam.gateway()).map_err(|source| {
+            AgentError::Bridge {
+                bridge: config.bridge.clone(),
+                source,
+            }
+        })?;
+        let key = agent_key(&config.dir);
+        let node = NodeFile {
+            bridge: config.bridge.clone(),
+            subnet: config.subnet.to_string(),
+            key: key.clone(),
+        };
+        berth_runtime::shim::write_json_atomic(&config.dir.join("node.json"), &node).map_err(
+            |source| AgentError::Dir {
+                path: config.dir.join("node.json").display().to_string(),
+                source,
+            },
+        )?;
+        let ctx = Arc::new(Ctx {
+            runc: Runc::new(&config.runc, runc_root),
+            snapshots,
+            images_dir,
+            tasks_dir,
+            source,
+            control,
+            ipam: Mutex::new(ipam),
+            key,
+            tokens: Mutex::new(HashMap::new()),
+            views: Mutex::new(HashMap::new()),
+            pull_lock: Mutex::new(()),
+            config,
+        });
+        let agent = Agent {
+            ctx,
+            workers: Arc::new(Mutex::new(HashMap::new())),
+        };
+        agent.adopt();
+        Ok(agent)
+    }
+
+    /// Re-adopts every unfinished task on disk (its containers keep running under
+    /// their shims) and removes what belongs to no task.
+    fn adopt(&self) {
+        let mut live = Vec::new();
+        let entries = std::fs::read_dir(&self.ctx.tasks_dir).into_iter().flatten();
+        for e in entries.flatten() {
+            let Some(rec) = TaskRecord::load(&e.path()) else {
+                continue;
+            };
+            if rec.stage == Stage::Finished {
+                continue;
+            }
+            if let Some(ip) = rec.net.as_ref().and_then(|n| n.ip.as_deref()) {
+                if let Ok(ip) = ip.parse() {
+                    let _ = self
+                        .ctx
+                        .ipam
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .reserve(ip);
+                }
+            }
+            tracing::info!(task = %rec.task.task_id, stage = ?rec.stage, "re-adopting task");
+            live.push(rec.task.task_id.clone());
+            self.spawn_worker(rec.task.clone(), Some(rec));
+        }
+        crate::cleanup::leftovers(&self.ctx, &live);
+    }
+
+    fn spawn_worker(&self, task: AssignedTask, record: Option<TaskRecord>) {
+        let (tx, rx) = mpsc::channel();
+        let id = task.task_id.clone();
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), tx.clone());
+        let ctx = self.ctx.clone();
+        let workers = self.workers.clone();
+        std::thread::Builder::new()
+            .name(format!("task-{}", &id[..id.len().min(8)]))
+            .spawn(move || {
+                worker::run(ctx, task, record, tx, rx);
+                workers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            })
+            .expect("spawning a thread");
+    }
+
+    /// One pass: new tasks get a worker, known ones hear their desired state.
+    pub fn sync(&self) {
+        for task in self.ctx.control.assigned_tasks() {
+            let tx = self
+                .workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&task.task_id)
+                .cloned();
+            match tx {
+                Some(tx) => {
+                    let _ = tx.send(Wake::Desired(Box::new(task)));
+                }
+                None => {
+                    // A task whose record says it finished was reported STOPPED already.
+                    let dir = self.ctx.tasks_dir.join(&task.task_id);
+                    match TaskRecord::load(&dir) {
+                        Some(r) if r.stage == Stage::Finished => {
+                            worker::report_final(&self.ctx, &r);
+                        }
+                        _ => self.spawn_worker(task, None),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves: syncs on every change and every few seconds.
+    /// Stopping the agent leaves the containers running.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut changes = self.ctx.control.changes();
+        tokio::pin!(shutdown);
+        loop {
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.sync()).await;
+            tokio::select! {
+                _ = &mut shutdown => return,
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `berth run`: a one-off task through the ECS API — RegisterTaskDefinition, RunTask
+//! (FARGATE, the default cluster), the container's output streamed through the
+//! CloudWatch Logs API until it stops, and its exit code as ours.
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::client::ClientArgs;
+use super::tasks;
+
+/// Exit code when the container never ran (Docker's for a daemon-side failure).
+pub const EXIT_NOT_STARTED: i32 = 125;
+/// Exit code when the command was not found (Docker's and the shell's).
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Hard memory limit of the container, in MiB.
+    #[arg(long)]
+    memory: Option<u32>,
+    /// CPU units of the container (1024 = one CPU).
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Name of the container (default: from the image's repository name).
+    #[arg(long)]
+    name: Option<String>,
+    /// ECS cluster.
+    #[arg(long, default_value = "default")]
+    cluster: String,
+    /// Print the task ARN and return at once instead of following the task.
+    #[arg(short, long)]
+    detach: bool,
+    /// Image (a repository in berth's registry, REPOSITORY[:TAG] or @DIGEST).
+    image: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// A container name from an image reference: its repository's last component.
+fn container_name(image: &str) -> String {
+    let repo = image.split(['@']).next().unwrap_or(image);
+    let last = repo.rsplit('/').next().unwrap_or(repo);
+    let last = last.split(':').next().unwrap_or(last);
+    let name: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(200)
+        .collect();
+    if name.is_empty() {
+        "main".into()
+    } else {
+        name
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let api = a.client.api()?;
+    let name = a.name.clone().unwrap_or_else(|| container_name(&a.image));
+    let mut environment = Vec::new();
+    for e in &a.env {
+        let (k, v) = e
+            .split_once('=')
+            .with_context(|| format!("--env {e}: expected KEY=VALUE"))?;
+        environment.push(json!({"name": k, "value": v}));
+    }
+    let (cpu, memory) = tasks::fargate_size(a.cpu, a.memory).with_context(|| {
+        "no Fargate task size fits --cpu/--memory (at most 16384 units and 120 GiB)"
+    })?;
+    let mut container = json!({
+        "name": name,
+        "image": a.image,
+        "essential": true,
+        "environment": environment,
+    });
+    if let Some(m) = a.memory {
+        container["memory"] = json!(m);
+    }
+    if let Some(c) = a.cpu {
+        container["cpu"] = json!(c);
+    }
+    if !a.command.is_empty() {
+        container["command"] = json!(a.command);
+    }
+    let family = format!("berth-run-{}", container_name(&a.image));
+    let def = api
+        .ecs(
+            "RegisterTaskDefinition",
+            &json!({
+                "family": family,
+                "containerDefinitions": [container],
+                "requiresCompatibilities": ["FARGATE"],
+                "networkMode": "awsvpc",
+                "cpu": cpu.to_string(),
+                "memory": memory.to_string(),
+            }),
+        )
+        .context("registering the task definition")?;
+    let def_arn = def["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .context("RegisterTaskDefinition returned no ARN")?
+        .to_string();
+    let out = api
+        .ecs(
+            "RunTask",
+            &json!({
+                "cluster": a.cluster,
+                "taskDefinition": def_arn,
+                "launchType": "FARGATE",
+                "count": 1,
+                "startedBy": "berth-run",
+            }),
+        )
+        .context("running the task")?;
+    let Some(task_arn) = out["tasks"][0]["taskArn"].as_str() else {
+        let reason = out["failures"][0]["reason"].as_str().unwrap_or("unknown");
+        anyhow::bail!("RunTask failed: {reason}");
+    };
+    if a.detach {
+        println!("{task_arn}");
+        return Ok(());
+    }
+    let t = tasks::follow(&api, &a.cluster, task_arn, Some(&name), true)?;
+    let c = t["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    let code = c["exitCode"].as_i64().map(|c| c as i32);
+    let reason = c["reason"].as_str().filter(|r| !r.is_empty());
+    if code.is_none() || code != Some(0) {
+        if let Some(r) = reason {
+            eprintln!("berth: container {name}: {r}");
+        } else if code.is_none() {
+            eprintln!(
+                "berth: task stopped: {}: {}",
+                t["stopCode"].as_str().unwrap_or("?"),
+                t["stoppedReason"].as_str().unwrap_or("no reason given")
+            );
+        }
+    }
+    let exit = match code {
+        Some(c) => c,
+        None if reason.is_some_and(|r| r.contains("not found")) => EXIT_NOT_FOUND,
+        None => EXIT_NOT_STARTED,
+    };
+    std::process::exit(exit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Container names come from the repository's last component.
+    #[test]
+    fn names() {
+        assert_eq!(container_name("127.0.0.1:5000/team/web:v2"), "web");
+        assert_eq!(container_name("busybox@sha256:ab"), "busybox");
+        assert_eq!(container_name("x.y"), "x-y");
+    }
+}

@@ -1,0 +1,157 @@
+//! Helpers shared by the task subcommands (run, ps, logs, stop): Fargate sizes,
+//! task lookups and log streaming through the CloudWatch Logs API.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use berth_client::ApiClient;
+use serde_json::{json, Value};
+
+use super::client::ClientArgs;
+
+/// Where a task command goes: the server and the ECS cluster.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// ECS cluster.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+}
+
+/// Fargate's task sizes: CPU units and the memory (MiB) each allows
+/// (the ECS developer guide, "Task CPU and memory").
+pub fn fargate_memory_options(cpu: u32) -> Vec<u32> {
+    match cpu {
+        256 => vec![512, 1024, 2048],
+        512 => (1..=4).map(|g| g * 1024).collect(),
+        1024 => (2..=8).map(|g| g * 1024).collect(),
+        2048 => (4..=16).map(|g| g * 1024).collect(),
+        4096 => (8..=30).map(|g| g * 1024).collect(),
+        8192 => (4..=15).map(|g| g * 4096).collect(),
+        16384 => (4..=15).map(|g| g * 8192).collect(),
+        _ => vec![],
+    }
+}
+
+/// The smallest Fargate size with at least `cpu` units and `memory` MiB.
+pub fn fargate_size(cpu: Option<u32>, memory: Option<u32>) -> Option<(u32, u32)> {
+    let (cpu, memory) = (cpu.unwrap_or(0), memory.unwrap_or(0));
+    [256u32, 512, 1024, 2048, 4096, 8192, 16384]
+        .into_iter()
+        .filter(|&c| c >= cpu)
+        .find_map(|c| {
+            fargate_memory_options(c)
+                .into_iter()
+                .find(|&m| m >= memory)
+                .map(|m| (c, m))
+        })
+}
+
+/// The task id of an ARN (or the id itself).
+pub fn task_id(arn_or_id: &str) -> &str {
+    arn_or_id.rsplit('/').next().unwrap_or(arn_or_id)
+}
+
+/// DescribeTasks of one task.
+pub fn describe(api: &ApiClient, cluster: &str, task: &str) -> anyhow::Result<Value> {
+    let out = api.ecs(
+        "DescribeTasks",
+        &json!({"cluster": cluster, "tasks": [task]}),
+    )?;
+    if let Some(t) = out["tasks"].as_array().and_then(|a| a.first()) {
+        return Ok(t.clone());
+    }
+    let reason = out["failures"][0]["reason"].as_str().unwrap_or("MISSING");
+    anyhow::bail!("task {task} not found in cluster {cluster} ({reason})")
+}
+
+/// The log stream berth keeps for a container of a task.
+pub fn stream_name(container: &str, task: &str) -> String {
+    format!("ecs/{container}/{}", task_id(task))
+}
+
+/// Prints new log events of `stream` from `token`; returns the next token.
+pub fn print_logs(api: &ApiClient, stream: &str, token: Option<&str>) -> anyhow::Result<String> {
+    let mut input =
+        json!({"logGroupName": "berth", "logStreamName": stream, "startFromHead": true});
+    if let Some(t) = token {
+        input["nextToken"] = json!(t);
+    }
+    let out = api.logs("GetLogEvents", &input)?;
+    let (mut so, mut se) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for e in out["events"].as_array().into_iter().flatten() {
+        let msg = e["message"].as_str().unwrap_or_default();
+        if e["berthStream"].as_str() == Some("stderr") {
+            let _ = writeln!(se, "{msg}");
+        } else {
+            let _ = writeln!(so, "{msg}");
+        }
+    }
+    let _ = so.flush();
+    Ok(out["nextForwardToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Follows a task until it stops: prints the container's output as it comes, and
+/// returns the stopped task.
+pub fn follow(
+    api: &ApiClient,
+    cluster: &str,
+    task_arn: &str,
+    container: Option<&str>,
+    follow_logs: bool,
+) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let mut token: Option<String> = None;
+    loop {
+        let t = describe(api, cluster, task_arn)?;
+        let stopped = t["lastStatus"] == "STOPPED";
+        let name = container
+            .map(str::to_string)
+            .or_else(|| t["containers"][0]["name"].as_str().map(str::to_string));
+        let running_or_done = t["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["lastStatus"] != "PENDING");
+        if follow_logs && running_or_done {
+            if let Some(name) = &name {
+                match print_logs(api, &stream_name(name, task_arn), token.as_deref()) {
+                    Ok(t) => token = Some(t),
+                    Err(e) if stopped => return Err(e).context("reading the task's logs"),
+                    Err(_) => {}
+                }
+            }
+        }
+        if stopped {
+            return Ok(t);
+        }
+        // Fast at first (a short task is done in a few tens of ms), then gently.
+        let wait = if started.elapsed() < Duration::from_secs(2) {
+            10
+        } else {
+            200
+        };
+        std::thread::sleep(Duration::from_millis(wait));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid Fargate size that fits is chosen.
+    #[test]
+    fn fargate_sizes() {
+        assert_eq!(fargate_size(None, None), Some((256, 512)));
+        assert_eq!(fargate_size(Some(256), Some(600)), Some((256, 1024)));
+        assert_eq!(fargate_size(Some(300), Some(64)), Some((512, 1024)));
+        assert_eq!(fargate_size(None, Some(3000)), Some((512, 3072)));
+        assert_eq!(fargate_size(Some(1024), Some(1024)), Some((1024, 2048)));
+        assert_eq!(fargate_size(Some(99999), None), None);
+    }
+}
