@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 import support
 from support import wait_for
@@ -62,17 +63,19 @@ def tasks(ecs):
     class Tasks:
         arns: list[str] = []
 
-        def register(self, containers, **kw) -> str:
+        def register(self, containers, network_mode="awsvpc", **kw) -> str:
             family = support.unique("rt")
+            compat = ["FARGATE"] if network_mode == "awsvpc" else ["EC2"]
             d = ecs.register_task_definition(
-                family=family, containerDefinitions=containers, networkMode="awsvpc",
-                requiresCompatibilities=["FARGATE"], cpu=kw.pop("cpu", "256"),
+                family=family, containerDefinitions=containers, networkMode=network_mode,
+                requiresCompatibilities=compat, cpu=kw.pop("cpu", "256"),
                 memory=kw.pop("memory", "512"), **kw)
             return d["taskDefinition"]["taskDefinitionArn"]
 
-        def run(self, containers, **kw) -> str:
-            arn = self.register(containers, **kw)
-            out = ecs.run_task(taskDefinition=arn, launchType="FARGATE")
+        def run(self, containers, network_mode="awsvpc", **kw) -> str:
+            arn = self.register(containers, network_mode, **kw)
+            launch = "FARGATE" if network_mode == "awsvpc" else "EC2"
+            out = ecs.run_task(taskDefinition=arn, launchType=launch)
             assert out["failures"] == [], out["failures"]
             task = out["tasks"][0]["taskArn"]
             self.arns.append(task)
@@ -104,7 +107,8 @@ def tasks(ecs):
 
 
 def container(image, name="main", **kw) -> dict:
-    c = {"name": name, "image": image, "essential": True, "memory": 128}
+    # A short stop timeout: busybox as pid 1 ignores SIGTERM, so cleanup would wait 30 s.
+    c = {"name": name, "image": image, "essential": True, "memory": 128, "stopTimeout": 2}
     c.update(kw)
     return c
 
@@ -232,6 +236,39 @@ def test_stop_timeout_honoured(berth, image, tasks, ecs):
     t = tasks.wait_stopped(polite, deadline_s=20)
     assert t["containers"][0]["exitCode"] == 0
     assert t["stoppedReason"] == "Task stopped by user"
+
+
+def test_bridge_mode_port_mappings(berth, image, tasks):
+    """bridge mode: a dynamic host port (ECS's range) and a static one reach the containers."""
+    static = support.free_port()
+    arn = tasks.run([
+        container(image, name="dyn", command=["httpd", "-f", "-p", "8080", "-h", "/www"],
+                  portMappings=[{"containerPort": 8080}]),
+        container(image, name="fixed", command=["httpd", "-f", "-p", "8081", "-h", "/www"],
+                  portMappings=[{"containerPort": 8081, "hostPort": static}]),
+    ], network_mode="bridge")
+    t = tasks.wait(arn, lambda t: t["lastStatus"] == "RUNNING", "task RUNNING")
+    by = {c["name"]: c for c in t["containers"]}
+    dyn = by["dyn"]["networkBindings"][0]
+    assert dyn["containerPort"] == 8080 and 49153 <= dyn["hostPort"] <= 65535, dyn
+    assert by["fixed"]["networkBindings"][0]["hostPort"] == static
+    for port in (dyn["hostPort"], static):
+        body = wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/ok", timeout=5).text,
+                        f"the container behind host port {port}")
+        assert body == "pong\n"
+
+
+@pytest.mark.parametrize("mode", ["host", "none"])
+def test_host_and_none_network_modes(berth, image, tasks, mode):
+    """host mode sees the host's interfaces; none mode has only loopback."""
+    arn = tasks.run([container(image, command=["ls", "/sys/class/net"])], network_mode=mode)
+    t = tasks.wait_stopped(arn)
+    assert t["containers"][0]["exitCode"] == 0
+    ifaces = logs_of(berth, arn, "main")
+    if mode == "none":
+        assert ifaces == ["lo"]
+    else:
+        assert berth.bridge in ifaces and "lo" in ifaces
 
 
 def test_task_metadata_endpoint(berth, image, tasks):

@@ -113,9 +113,7 @@ pub fn teardown(dir: &Path, runc_bin: &Path) -> std::io::Result<Teardown> {
         }
         if let Some(net) = &rec.net {
             for (_, _, _, pid) in &net.port_proxies {
-                if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                }
+                crate::worker::kill_proxy(*pid);
             }
             if let Some(ns) = &net.netns {
                 let _ = berth_net::destroy_task_netns(ns, net.host_veth.as_deref());

@@ -441,8 +441,110 @@ impl Worker {
             }
         }
         self.rec.net = Some(net);
+        if mode == "bridge" {
+            self.map_ports()?;
+        }
         self.write_network_files()?;
         Ok(())
+    }
+
+    /// Host ports of a `bridge` task: each mapping a proxy process of its own; a
+    /// hostPort of 0 (or none) gets a free port of ECS's dynamic range.
+    fn map_ports(&mut self) -> Result<(), String> {
+        let ip = self
+            .rec
+            .net
+            .as_ref()
+            .and_then(|n| n.ip.clone())
+            .ok_or("the task has no address")?;
+        let mut used: std::collections::BTreeSet<u16> = self
+            .ctx
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|t| t.net.as_ref())
+            .flat_map(|n| n.port_proxies.iter().map(|p| p.0))
+            .collect();
+        for def in container_defs(&self.rec.task) {
+            for pm in def["portMappings"].as_array().into_iter().flatten() {
+                let Some(cp) = pm["containerPort"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                else {
+                    continue;
+                };
+                let proto = pm["protocol"].as_str().unwrap_or("tcp").to_string();
+                let fixed = pm["hostPort"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|&p| p != 0);
+                let mut tries = 0;
+                let (hp, pid) = loop {
+                    let hp = match fixed {
+                        Some(p) => p,
+                        None => {
+                            berth_net::choose_dynamic_port(&used, berth_net::DYNAMIC_PORT_RANGE)
+                                .ok_or("no free host port in the dynamic range 49153-65535")?
+                        }
+                    };
+                    match self.spawn_proxy(hp, &ip, cp, &proto) {
+                        Ok(pid) => break (hp, pid),
+                        Err(e) if fixed.is_none() && tries < 20 => {
+                            tracing::debug!(port = hp, error = %e, "host port taken; trying another");
+                            used.insert(hp);
+                            tries += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                used.insert(hp);
+                if let Some(n) = self.rec.net.as_mut() {
+                    n.port_proxies.push((hp, cp, proto, Some(pid)));
+                }
+                self.save();
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `berth proxy` for one mapping; its pid once it listens.
+    fn spawn_proxy(
+        &self,
+        host_port: u16,
+        ip: &str,
+        container_port: u16,
+        proto: &str,
+    ) -> Result<u32, String> {
+        let mut cmd = Command::new(&self.ctx.config.exe);
+        cmd.arg("proxy")
+            .arg("--listen")
+            .arg(format!("0.0.0.0:{host_port}"))
+            .arg("--target")
+            .arg(format!("{ip}:{container_port}"))
+            .arg("--protocol")
+            .arg(proto)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the port proxy: {e}"))?;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+        if line.trim() == "ready" {
+            let pid = child.id();
+            // Reaped by whoever outlives it: a thread here, or init after a restart.
+            std::thread::spawn(move || child.wait());
+            Ok(pid)
+        } else {
+            let _ = child.wait();
+            Err(format!(
+                "host port {host_port}/{proto}: {}",
+                line.trim().trim_start_matches("error: ")
+            ))
+        }
     }
 
     fn hostname(&self) -> String {
@@ -914,9 +1016,7 @@ impl Worker {
         }
         if let Some(net) = &self.rec.net {
             for (_, _, _, pid) in &net.port_proxies {
-                if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                }
+                kill_proxy(*pid);
             }
             if let Some(ns) = &net.netns {
                 if let Err(e) = berth_net::destroy_task_netns(ns, net.host_veth.as_deref()) {
@@ -935,6 +1035,18 @@ impl Worker {
         for c in &self.rec.containers {
             tokens.remove(&c.token);
         }
+    }
+}
+
+/// Stops a port proxy by pid, if that pid still is a berth proxy (pids are reused).
+pub fn kill_proxy(pid: Option<u32>) {
+    let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
+        return;
+    };
+    let cmdline =
+        std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero())).unwrap_or_default();
+    if cmdline.split(|b| *b == 0).any(|a| a == b"proxy") {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
 }
 

@@ -116,7 +116,10 @@ impl App {
         )?;
         Ok(Arc::new(App {
             ecr: Ecr::new(registry.clone()),
-            ecs: Arc::new(Ecs::new(store, Some(BUILTIN_AGENT.to_string()))),
+            ecs: Arc::new(
+                Ecs::new(store, Some(BUILTIN_AGENT.to_string()))
+                    .with_builtin_ec2(config.agent.is_some()),
+            ),
             agent_tasks_dir: config.agent.as_ref().map(|a| a.dir.join("tasks")),
             registry,
             identities,

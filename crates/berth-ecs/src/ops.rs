@@ -486,6 +486,9 @@ struct TasksInput {
 pub struct Ecs {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) builtin_agent: Option<String>,
+    /// EC2 tasks also run on the built-in agent: the server's own host is the
+    /// cluster's instance (one machine, before container instances register).
+    pub(crate) ec2_on_builtin: bool,
     pub(crate) changes: watch::Sender<u64>,
 }
 
@@ -505,8 +508,16 @@ impl Ecs {
         Ecs {
             store,
             builtin_agent,
+            ec2_on_builtin: false,
             changes,
         }
+    }
+
+    /// Lets EC2 tasks run on the built-in agent (when it runs): the machine berth
+    /// runs on is the one instance of every cluster.
+    pub fn with_builtin_ec2(mut self, on: bool) -> Self {
+        self.ec2_on_builtin = on && self.builtin_agent.is_some();
+        self
     }
 
     /// Runs operation `op` with its JSON `body`. Blocking (the store makes every write
@@ -1128,6 +1139,7 @@ impl Ecs {
                 }
             },
             (None, None) if fargate_ok => "FARGATE".into(),
+            (None, None) if self.ec2_on_builtin => "EC2".into(),
             (None, None) => {
                 return Err(EcsError::Client(format!(
                     "Task definition {} is not compatible with FARGATE (it needs networkMode awsvpc and a Fargate task size), and the EC2 launch type is not available yet: berth has no container instances to place it on.",
@@ -1151,6 +1163,7 @@ impl Ecs {
                     ));
                 }
             }
+            "EC2" if self.ec2_on_builtin => {}
             "EC2" => {
                 let carn = cluster
                     .as_ref()
@@ -1183,7 +1196,7 @@ impl Ecs {
         let definition = apply_overrides(td, &overrides)?;
         let task_cpu = definition["cpu"].as_str().map(String::from);
         let task_memory = definition["memory"].as_str().map(String::from);
-        if let (Some(c), Some(m)) = (&task_cpu, &task_memory) {
+        if let (Some(c), Some(m), "FARGATE") = (&task_cpu, &task_memory, launch_type.as_str()) {
             let (c, m) = (c.parse().unwrap_or(0), m.parse().unwrap_or(0));
             if !validate::fargate_size_ok(c, m) {
                 return Err(EcsError::InvalidParameter(format!(

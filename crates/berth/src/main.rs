@@ -51,6 +51,9 @@ enum Command {
     Stop(commands::stop::Args),
     /// Stop the node's tasks and remove what berth made on this host (server stopped).
     Down(commands::down::Args),
+    /// Forward one host port to a task (started by the agent; not for direct use).
+    #[command(hide = true)]
+    Proxy(commands::proxy::Args),
     /// Supervise one container (started by the agent; not for direct use).
     #[command(hide = true)]
     Shim(commands::shim::Args),
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pull(a) => commands::pull::run(a),
         Command::Images(a) => commands::images::run(a),
         Command::Shim(a) => commands::shim::run(a),
+        Command::Proxy(a) => commands::proxy::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Ps(a) => commands::ps::run(a),
         Command::Logs(a) => commands::logs::run(a),

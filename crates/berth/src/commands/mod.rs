@@ -5,6 +5,7 @@ pub mod down;
 pub mod gc;
 pub mod images;
 pub mod logs;
+pub mod proxy;
 pub mod ps;
 pub mod pull;
 pub mod push;
