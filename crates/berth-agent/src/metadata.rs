@@ -215,6 +215,8 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(format_time(0.0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_time(1_795_000_000.0), "2026-11-18T08:26:40Z");
+        // Checked with Python's datetime.fromtimestamp(..., timezone.utc).
+        assert_eq!(format_time(1_795_000_000.0), "2026-11-18T11:06:40Z");
+        assert_eq!(format_time(951_782_400.0), "2000-02-29T00:00:00Z");
     }
 }
