@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# `make bench`: berth's registry against Debian's docker-registry (CNCF distribution)
-# in the same run, on loopback. Writes bench/out/report.md.
+# `make bench`: berth against its peers in the same run, on this machine.
+#  - the registry against Debian's docker-registry (CNCF distribution) → bench/out/report.md
+#  - container start (`berth run`) against bare runc, docker and podman → bench/out/runtime.md
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 BERTH_BIN="${BERTH_BIN:-$ROOT/target/release/berth}"
-if ! command -v docker-registry >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v podman >/dev/null || need+=(podman)
+if ((${#need[@]})); then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# The package may start its own service; we never use it (our instance has its own port).
+# The packages may start their own services; we never use them (our instances have
+# their own ports, sockets and directories).
 mkdir -p "$ROOT/bench/out"
 "$VENV/bin/python" "$ROOT/bench/bench.py" --berth "$BERTH_BIN" --peer "$(command -v docker-registry)" \
   --out "$ROOT/bench/out/report.md"
+"$VENV/bin/python" "$ROOT/bench/runtime.py" --berth "$BERTH_BIN" --venv "$VENV" \
+  --out "$ROOT/bench/out/runtime.md"

@@ -11,6 +11,8 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 SERVER_PID=""
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  # Stop the demo's containers and remove its bridge, namespaces and mounts.
+  "$BERTH" down --data-dir "$WORK/data" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -18,7 +20,11 @@ trap cleanup EXIT
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "starting berth server on 127.0.0.1:$PORT (data in $WORK/data)"
-"$BERTH" server --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --log-level warn &
+# A bridge and subnet of the demo's own, so it never meets another berth on this machine.
+BRIDGE="bdemo$((RANDOM % 10000))"
+SUBNET="10.$((100 + RANDOM % 100)).$((RANDOM % 256)).0/24"
+"$BERTH" server --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --log-level warn \
+  --bridge "$BRIDGE" --task-subnet "$SUBNET" --metadata-port "$((52000 + RANDOM % 1000))" &
 SERVER_PID=$!
 for _ in $(seq 1 200); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v2/" || true)
@@ -59,10 +65,23 @@ step "berth pull hello-world:latest -o $WORK/pulled"
 "$BERTH" pull --endpoint-url "http://$REG" --data-dir "$WORK/data" hello-world:latest -o "$WORK/pulled"
 ls "$WORK/pulled"
 
+step "berth run hello-world:latest (an ECS task on FARGATE: a real container under runc)"
+"$BERTH" run --endpoint-url "http://$REG" --data-dir "$WORK/data" --memory 64 hello-world:latest
+
+step "berth run -e GREETING=... hello-world:latest sh -c 'echo \$GREETING from \$(hostname); exit 3'"
+set +e
+"$BERTH" run --endpoint-url "http://$REG" --data-dir "$WORK/data" -e GREETING="hi there" \
+  hello-world:latest /bin/busybox sh -c 'echo $GREETING from $(/bin/busybox hostname); exit 3'
+echo "exit code: $?"
+set -e
+
+step "berth ps -a"
+"$BERTH" ps --endpoint-url "http://$REG" --data-dir "$WORK/data" -a
+
 cat <<'NEXT'
 
-That was the registry: ECR's API and an OCI registry on one port.
-The demo grows with the project: next, `berth` runs these images as containers (ECS
-tasks), then the forum example — users, topics and messages services behind an
+That was the registry (ECR's API and an OCI registry on one port) and ECS tasks run as
+real containers. The demo grows with the project: next, ECS services on a cluster of
+hosts, then the forum example — users, topics and messages services behind an
 Application Load Balancer — comes up with this same command.
 NEXT
