@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 /// Instructions `berth build` supports, for error messages.
-pub const SUPPORTED: &str = "FROM, COPY, ADD, ENV, WORKDIR, ENTRYPOINT, CMD, EXPOSE, USER, LABEL";
+pub const SUPPORTED: &str =
+    "FROM, RUN, COPY, ADD, ENV, WORKDIR, ENTRYPOINT, CMD, EXPOSE, USER, LABEL";
 
 /// One instruction with the 1-based line it started on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub enum InstructionKind {
     Expose(Vec<String>),
     User(String),
     Label(Vec<(String, String)>),
+    /// The argv of a `RUN`: the exec form as written, the shell form as
+    /// `["/bin/sh", "-c", TEXT]`.
+    Run(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,8 +60,7 @@ fn err(line: usize, message: impl Into<String>) -> ParseError {
 
 /// Instructions Docker has that `berth build` does not (yet): refused as "not
 /// supported yet", anything else as unknown.
-const UNSUPPORTED: [&str; 8] = [
-    "RUN",
+const UNSUPPORTED: [&str; 7] = [
     "ARG",
     "SHELL",
     "HEALTHCHECK",
@@ -318,6 +321,45 @@ fn exec_or_shell(args: &str, line: usize, what: &str) -> Result<Vec<String>, Par
     }
 }
 
+/// `RUN`: no flags (`--mount`, `--network`, `--security` are BuildKit's), no
+/// heredocs; the exec form as a JSON array, else the text for `/bin/sh -c`. Nothing is
+/// substituted: in the shell form the shell expands `$VAR` from the environment.
+fn run_args(args: &str, line: usize) -> Result<Vec<String>, ParseError> {
+    let t = args.trim();
+    if let Some(flag) = t.strip_prefix("--") {
+        let name = flag
+            .split(|c: char| c == '=' || c.is_whitespace())
+            .next()
+            .unwrap_or_default();
+        return Err(err(
+            line,
+            format!("RUN --{name} is not supported (RUN takes no flags and always runs without network)"),
+        ));
+    }
+    if has_heredoc(t) {
+        return Err(err(
+            line,
+            "RUN with a heredoc is not supported; put the script in a file and COPY it",
+        ));
+    }
+    let argv = exec_or_shell(t, line, "RUN")?;
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(err(line, "RUN needs a command"));
+    }
+    Ok(argv)
+}
+
+/// A heredoc as BuildKit recognises one: `<<WORD`, `<<-WORD`, `<<"WORD"`, `<<'WORD'`
+/// anywhere in the line.
+fn has_heredoc(s: &str) -> bool {
+    s.match_indices("<<").any(|(i, _)| {
+        let rest = &s[i + 2..];
+        let rest = rest.strip_prefix('-').unwrap_or(rest);
+        let rest = rest.trim_start_matches(['"', '\'']);
+        rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+    })
+}
+
 type CopyArgs = (Vec<String>, String, Option<String>);
 
 fn copy_args(args: &str, env: &Env, line: usize, what: &str) -> Result<CopyArgs, ParseError> {
@@ -546,6 +588,7 @@ pub fn parse_with_env(
             }
             "ENTRYPOINT" => InstructionKind::Entrypoint(exec_or_shell(args, line, &upper)?),
             "CMD" => InstructionKind::Cmd(exec_or_shell(args, line, &upper)?),
+            "RUN" => InstructionKind::Run(run_args(args, line)?),
             other if UNSUPPORTED.contains(&other) => {
                 return Err(err(
                     line,
@@ -626,7 +669,11 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let cases = [
-            ("FROM scratch\nRUN echo\n", 2, "RUN is not supported yet"),
+            (
+                "FROM scratch\nSHELL [\"/bin/bash\"]\n",
+                2,
+                "SHELL is not supported yet",
+            ),
             (
                 "FROM scratch\nHEALTHCHECK NONE\n",
                 2,
@@ -651,5 +698,92 @@ mod tests {
             assert_eq!(e.line, line, "{text}");
             assert!(e.message.contains(msg), "{text}: {}", e.message);
         }
+    }
+
+    /// RUN in shell form keeps its text verbatim (no substitution, quotes and `$` left
+    /// to the shell); the exec form is the JSON array; continuations join.
+    #[test]
+    fn run_forms() {
+        let ins = parse(
+            "FROM scratch\nENV X=1\nRUN echo \"$X\" > /a && \\\n    rm /b\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nrun true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ins[2],
+            Instruction {
+                line: 3,
+                kind: Run(vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo \"$X\" > /a &&     rm /b".into()
+                ])
+            }
+        );
+        assert_eq!(
+            ins[3].kind,
+            Run(vec![
+                "/bin/busybox".into(),
+                "--install".into(),
+                "-s".into(),
+                "/bin".into()
+            ])
+        );
+        assert_eq!(
+            ins[4],
+            Instruction {
+                line: 6,
+                kind: Run(vec!["/bin/sh".into(), "-c".into(), "true".into()])
+            }
+        );
+    }
+
+    /// BuildKit's RUN flags, heredocs and empty commands are refused with their line.
+    #[test]
+    fn run_refusals() {
+        let e = |text: &str| parse(text).unwrap_err();
+        assert_eq!(
+            e("FROM scratch\nRUN --mount=type=cache,target=/c make\n"),
+            ParseError {
+                line: 2,
+                message: "RUN --mount is not supported (RUN takes no flags and always runs without network)".into()
+            }
+        );
+        assert_eq!(
+            e("FROM scratch\n\nRUN --network=host wget x\n"),
+            ParseError {
+                line: 3,
+                message: "RUN --network is not supported (RUN takes no flags and always runs without network)".into()
+            }
+        );
+        let heredoc = ParseError {
+            line: 2,
+            message: "RUN with a heredoc is not supported; put the script in a file and COPY it"
+                .into(),
+        };
+        assert_eq!(e("FROM scratch\nRUN <<EOF\necho\nEOF\n"), heredoc);
+        assert_eq!(e("FROM scratch\nRUN cat <<-'END' > /f\n"), heredoc);
+        assert_eq!(
+            e("FROM scratch\nRUN\n"),
+            ParseError {
+                line: 2,
+                message: "RUN needs a command".into()
+            }
+        );
+        assert_eq!(
+            e("FROM scratch\nRUN []\n"),
+            ParseError {
+                line: 2,
+                message: "RUN needs a command".into()
+            }
+        );
+        // `<<` that is not a heredoc (arithmetic shift) is the shell's business.
+        assert_eq!(
+            parse("FROM scratch\nRUN echo $((1 << 2))\n").unwrap()[1].kind,
+            Run(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo $((1 << 2))".into()
+            ])
+        );
     }
 }

@@ -500,6 +500,47 @@ pub(crate) fn commit(tree: &mut Tree, entries: &Entries, line: usize) -> Result<
     Ok(())
 }
 
+/// Records what a RUN's layer tar (from [`crate::diff::upper_to_tar`]) did to the
+/// paths this build knows; returns how many entries the tar holds. A whiteout removes
+/// its path and everything below it, an opaque marker everything below its directory.
+pub(crate) fn apply_tar(
+    tree: &mut Tree,
+    tar_bytes: &[u8],
+    line: usize,
+) -> Result<usize, BuildError> {
+    let bad =
+        |e: std::io::Error| ctx_err(line, format!("the RUN layer is not a readable tar: {e}"));
+    let remove_below = |tree: &mut Tree, dir: &str| {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        tree.retain(|p, _| !p.starts_with(&prefix));
+    };
+    let mut n = 0;
+    for e in tar::Archive::new(tar_bytes).entries().map_err(bad)? {
+        let e = e.map_err(bad)?;
+        n += 1;
+        let path = normalize(&e.path().map_err(bad)?.to_string_lossy());
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
+        if name == crate::diff::OPAQUE_MARKER {
+            remove_below(tree, parent);
+        } else if let Some(gone) = name.strip_prefix(crate::diff::WHITEOUT_PREFIX) {
+            let gone = format!("{parent}/{gone}");
+            remove_below(tree, &gone);
+            tree.remove(&gone);
+        } else {
+            let node = match e.header().entry_type() {
+                tar::EntryType::Directory => Node::Dir,
+                tar::EntryType::Symlink => Node::Symlink,
+                _ => Node::File,
+            };
+            if node != Node::Dir {
+                remove_below(tree, &path);
+            }
+            tree.insert(path, node);
+        }
+    }
+    Ok(n)
+}
+
 fn add_path_dir(entries: &mut Entries, dir: &str, owner: &Owner) {
     add_parents(entries, dir.trim_end_matches('/'));
     entries.insert(

@@ -5,6 +5,11 @@
 //! networking: the caller fetches a base image (`FROM` something other than
 //! `scratch`) from berth's registry and hands it in as a [`BaseImage`].
 //!
+//! `RUN` needs a container runtime, which this crate does not have: the caller hands
+//! in a [`RunExecutor`] that runs the command on the image so far and returns what it
+//! changed as a layer tar ([`diff::upper_to_tar`] turns an overlayfs upper directory
+//! into one). Without an executor, `RUN` is an error.
+//!
 //! Reproducible: entries sorted by path, mtimes and `created` fixed at the epoch,
 //! owners 0:0 unless `--chown`, gzip without name or time — the same context and
 //! Dockerfile always give the same manifest digest. Nothing outside the context is
@@ -12,6 +17,7 @@
 //! directory, and symlinks are copied as symlinks, never followed.
 #![forbid(unsafe_code)]
 
+pub mod diff;
 pub mod dockerfile;
 mod layer;
 
@@ -78,8 +84,48 @@ pub struct BuiltImage {
     pub base_layers: Vec<Descriptor>,
 }
 
+/// One layer of the image so far (bottom first), as a [`RunExecutor`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerRef<'a> {
+    pub descriptor: &'a Descriptor,
+    /// The compressed blob of a layer this build made; `None` for a base image layer,
+    /// which the executor fetches by `descriptor.digest`.
+    pub blob: Option<&'a [u8]>,
+}
+
+/// Runs one `RUN` on the image built so far.
+pub trait RunExecutor {
+    /// Runs `args` in a container whose root filesystem is `layers` (bottom first),
+    /// with the image config so far (`config`: the config's `config` object, for
+    /// `Env`, `WorkingDir` and `User`), and returns the uncompressed layer tar of the
+    /// changes (no entries when nothing changed). `line` is the Dockerfile line.
+    fn run(
+        &mut self,
+        layers: &[LayerRef<'_>],
+        config: &Value,
+        args: &[String],
+        line: usize,
+    ) -> Result<Vec<u8>, BuildError>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("line {line}: RUN needs a local runtime (runc), and this build has none")]
+    NoRuntime { line: usize },
+    #[error("Dockerfile line {line}: RUN {command} exited with code {code}")]
+    RunExited {
+        line: usize,
+        command: String,
+        code: i32,
+    },
+    #[error("Dockerfile line {line}: RUN {command}: {step}")]
+    Run {
+        line: usize,
+        command: String,
+        step: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("line {line}: {message}")]
     Context { line: usize, message: String },
     #[error("line {line}: cannot read {path}")]
@@ -103,11 +149,22 @@ pub(crate) fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-/// Builds the image described by `instructions` from the `context` directory.
+/// Builds the image described by `instructions` from the `context` directory; a
+/// `RUN` is an error ([`build_with`] takes an executor for it).
 pub fn build(
     context: &Path,
     instructions: &[Instruction],
     base: Option<BaseImage>,
+) -> Result<BuiltImage, BuildError> {
+    build_with(context, instructions, base, None)
+}
+
+/// [`build`], with `run` executing each `RUN`.
+pub fn build_with(
+    context: &Path,
+    instructions: &[Instruction],
+    base: Option<BaseImage>,
+    mut run: Option<&mut dyn RunExecutor>,
 ) -> Result<BuiltImage, BuildError> {
     let context = &context
         .canonicalize()
@@ -161,13 +218,14 @@ pub fn build(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let mut new_layers = Vec::new();
+    let mut new_layers: Vec<(Descriptor, Vec<u8>)> = Vec::new();
     let mut tree = layer::Tree::new();
     // Docker: ENTRYPOINT resets CMD unless this Dockerfile set CMD itself.
     let mut cmd_set = false;
     for ins in instructions {
         let created_by = describe(&ins.kind);
         let mut entries = None;
+        let mut run_tar = None;
         match &ins.kind {
             InstructionKind::From(_) => continue,
             InstructionKind::Copy {
@@ -254,8 +312,34 @@ pub fn build(
                 }
             }
             InstructionKind::User(u) => cfg["User"] = json!(u),
+            InstructionKind::Run(args) => {
+                let exec = run
+                    .as_mut()
+                    .ok_or(BuildError::NoRuntime { line: ins.line })?;
+                let layers: Vec<LayerRef<'_>> = base_layers
+                    .iter()
+                    .map(|d| LayerRef {
+                        descriptor: d,
+                        blob: None,
+                    })
+                    .chain(new_layers.iter().map(|(d, b)| LayerRef {
+                        descriptor: d,
+                        blob: Some(&b[..]),
+                    }))
+                    .collect();
+                run_tar = Some(exec.run(&layers, &cfg, args, ins.line)?);
+            }
         }
         let mut h = json!({"created": EPOCH, "created_by": created_by});
+        if let Some(tar) = run_tar {
+            if layer::apply_tar(&mut tree, &tar, ins.line)? > 0 {
+                push_layer(&mut new_layers, &mut diff_ids, tar);
+            } else {
+                h["empty_layer"] = json!(true);
+            }
+            history.push(h);
+            continue;
+        }
         match entries {
             Some(entries) if !entries.is_empty() => {
                 layer::commit(&mut tree, &entries, ins.line)?;
@@ -333,6 +417,7 @@ fn describe(k: &InstructionKind) -> String {
         Cmd(c) => format!("CMD {}", serde_json::to_string(c).unwrap_or_default()),
         Expose(p) => format!("EXPOSE {}", p.join(" ")),
         User(u) => format!("USER {u}"),
+        Run(args) => format!("RUN {}", args.join(" ")),
         Label(kv) => format!(
             "LABEL {}",
             kv.iter()

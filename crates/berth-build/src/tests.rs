@@ -210,3 +210,131 @@ fn add_extracts_archives() {
         vec!["opt/", "opt/esc.tx", "opt/inner/", "opt/inner/f.txt"]
     );
 }
+
+/// One call to a RunExecutor: (layer digest, has a blob) bottom first, config, args, line.
+type RunCall = (Vec<(String, bool)>, Value, Vec<String>, usize);
+
+/// A RunExecutor that records what it was handed and returns a canned layer tar.
+struct FakeRun {
+    tar: Vec<u8>,
+    seen: Vec<RunCall>,
+}
+
+impl RunExecutor for FakeRun {
+    fn run(
+        &mut self,
+        layers: &[LayerRef<'_>],
+        config: &Value,
+        args: &[String],
+        line: usize,
+    ) -> Result<Vec<u8>, BuildError> {
+        let layers = layers
+            .iter()
+            .map(|l| (l.descriptor.digest.clone(), l.blob.is_some()))
+            .collect();
+        self.seen
+            .push((layers, config.clone(), args.to_vec(), line));
+        Ok(self.tar.clone())
+    }
+}
+
+fn run_tar() -> Vec<u8> {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir(d.path().join("etc")).unwrap();
+    fs::write(d.path().join("etc/built.txt"), "built\n").unwrap();
+    diff::upper_to_tar(d.path()).unwrap()
+}
+
+/// RUN: the executor sees base layers by descriptor and this build's layers as blobs,
+/// with the config so far; its tar becomes a layer with a diff_id and a history entry;
+/// a COPY after it knows the directory the RUN made.
+#[test]
+fn run_layer_is_pushed() {
+    let ctx = context();
+    let base = BaseImage {
+        config: json!({"config": {"Env": ["A=1"]}, "rootfs": {"type": "layers", "diff_ids": ["sha256:aa"]}}),
+        layers: vec![Descriptor {
+            media_type: OCI_LAYER_GZIP.into(),
+            digest: "sha256:bb".into(),
+            size: 3,
+            ..Descriptor::default()
+        }],
+    };
+    let tar = run_tar();
+    let mut fake = FakeRun {
+        tar: tar.clone(),
+        seen: vec![],
+    };
+    let text = "FROM base\nCOPY a.txt /\nWORKDIR /w\nUSER 7\nRUN echo built > /etc/built.txt\nCOPY b.txt /etc\n";
+    let img = build_with(
+        ctx.path(),
+        &parse(text).unwrap(),
+        Some(base),
+        Some(&mut fake),
+    )
+    .unwrap();
+    assert_eq!(fake.seen.len(), 1);
+    let (layers, cfg, args, line) = &fake.seen[0];
+    let copy_digest = img.new_layers[0].0.digest.clone();
+    let workdir_digest = img.new_layers[1].0.digest.clone();
+    assert_eq!(
+        layers,
+        &vec![
+            ("sha256:bb".to_string(), false),
+            (copy_digest, true),
+            (workdir_digest, true)
+        ]
+    );
+    assert_eq!(
+        cfg,
+        &json!({"Env": ["A=1"], "WorkingDir": "/w", "User": "7"})
+    );
+    assert_eq!(
+        args,
+        &vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            "echo built > /etc/built.txt".into()
+        ]
+    );
+    assert_eq!(*line, 5);
+    assert_eq!(img.new_layers.len(), 4);
+    let (desc, gz) = &img.new_layers[2];
+    assert_eq!(desc.digest, sha256_digest(gz));
+    let config: Value = serde_json::from_slice(&img.config).unwrap();
+    assert_eq!(config["rootfs"]["diff_ids"][3], json!(sha256_digest(&tar)));
+    assert_eq!(
+        config["history"][3],
+        json!({"created": EPOCH, "created_by": "RUN /bin/sh -c echo built > /etc/built.txt"})
+    );
+    // /etc is a directory (the RUN made it): the COPY lands inside it.
+    let names: Vec<String> = tar_entries(&img.new_layers[3].1)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(names, vec!["etc/", "etc/b.txt"]);
+}
+
+/// A RUN that changes nothing gives no layer (empty_layer); without an executor RUN is an error naming the line.
+#[test]
+fn run_without_changes_or_runtime() {
+    let ctx = context();
+    let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
+    let mut fake = FakeRun {
+        tar: empty,
+        seen: vec![],
+    };
+    let ins = parse("FROM scratch\nRUN [\"/bin/true\"]\n").unwrap();
+    let img = build_with(ctx.path(), &ins, None, Some(&mut fake)).unwrap();
+    assert!(img.new_layers.is_empty());
+    let config: Value = serde_json::from_slice(&img.config).unwrap();
+    assert_eq!(
+        config["history"],
+        json!([{"created": EPOCH, "created_by": "RUN /bin/true", "empty_layer": true}])
+    );
+    let e = build(ctx.path(), &ins, None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "line 2: RUN needs a local runtime (runc), and this build has none"
+    );
+}

@@ -71,6 +71,9 @@ pub enum NetNs {
     Path(PathBuf),
     /// The host's network namespace (`host` mode).
     Host,
+    /// A fresh namespace of its own, made by runc: only a loopback device, which is
+    /// down (`berth build`'s `RUN` has no network).
+    New,
 }
 
 /// Everything the runtime needs to know about one container.
@@ -132,8 +135,11 @@ pub fn build(c: &ContainerSpec, host: HostLimits) -> Result<Spec, serde_json::Er
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if let NetNs::Path(p) = &c.netns {
-        namespaces.push(json!({"type": "network", "path": p}));
+    match &c.netns {
+        NetNs::Path(p) => namespaces.push(json!({"type": "network", "path": p})),
+        // No path: runc unshares a new, empty one (runtime-spec config-linux.md).
+        NetNs::New => namespaces.push(json!({"type": "network"})),
+        NetNs::Host => {}
     }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -301,5 +307,16 @@ mod tests {
             .unwrap()
             .iter()
             .any(|n| n["type"] == "network"));
+    }
+
+    /// A new network namespace has no path: runc creates it, empty.
+    #[test]
+    fn new_network_namespace_has_no_path() {
+        let mut c = sample();
+        c.netns = NetNs::New;
+        let s = to_json(&build(&c, HostLimits { nofile_hard: 1024 }).unwrap());
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        let net: Vec<&Value> = ns.iter().filter(|n| n["type"] == "network").collect();
+        assert_eq!(net, vec![&json!({"type": "network"})]);
     }
 }
