@@ -103,13 +103,17 @@ class BerthServer:
     metadata_port: int = 0
 
     def __post_init__(self):
-        if "--no-agent" in self.extra_args or "--bridge" in self.extra_args:
-            return
         self.bridge = "bt" + uuid.uuid4().hex[:10]
         self.subnet = f"10.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"
         self.metadata_port = free_port()
-        self.extra_args += ["--bridge", self.bridge, "--task-subnet", self.subnet,
-                            "--metadata-port", str(self.metadata_port)]
+
+    def node_args(self) -> list[str]:
+        """The node options, unless the test chose its own (tests may replace extra_args
+        between restarts; the node stays the same)."""
+        if "--no-agent" in self.extra_args or "--bridge" in self.extra_args:
+            return []
+        return ["--bridge", self.bridge, "--task-subnet", self.subnet,
+                "--metadata-port", str(self.metadata_port)]
 
     @property
     def gateway(self) -> str:
@@ -132,7 +136,7 @@ class BerthServer:
             log.flush()
             self.proc = subprocess.Popen(
                 [str(self.bin), "server", "--data-dir", str(self.data_dir),
-                 "--listen", f"127.0.0.1:{self.port}", *self.extra_args],
+                 "--listen", f"127.0.0.1:{self.port}", *self.extra_args, *self.node_args()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
             log.close()
@@ -180,7 +184,7 @@ class BerthServer:
     def down(self) -> None:
         """`berth down`: stops this server's tasks and removes its bridge, namespaces and
         mounts (the server must be stopped)."""
-        if self.bridge:
+        if (self.data_dir / "agent").exists():
             subprocess.run([str(self.bin), "down", "--data-dir", str(self.data_dir)],
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
 

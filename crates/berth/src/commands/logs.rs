@@ -25,6 +25,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &a.task,
             a.container.as_deref(),
             true,
+            None,
         )?;
         return Ok(());
     }

@@ -131,7 +131,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{task_arn}");
         return Ok(());
     }
-    let t = tasks::follow(&api, &a.cluster, task_arn, Some(&name), true)?;
+    let interrupts = tasks::interrupts();
+    let t = tasks::follow(
+        &api,
+        &a.cluster,
+        task_arn,
+        Some(&name),
+        true,
+        Some(&interrupts),
+    )?;
     let c = t["containers"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["name"] == name.as_str()))

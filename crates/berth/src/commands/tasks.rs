@@ -2,6 +2,8 @@
 //! task lookups and log streaming through the CloudWatch Logs API.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -96,18 +98,58 @@ pub fn print_logs(api: &ApiClient, stream: &str, token: Option<&str>) -> anyhow:
         .to_string())
 }
 
+/// Counts Ctrl-C presses from now on (a thread with a small runtime of its own waits
+/// for SIGINT).
+pub fn interrupts() -> Arc<AtomicUsize> {
+    let n = Arc::new(AtomicUsize::new(0));
+    let c = n.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    });
+    n
+}
+
 /// Follows a task until it stops: prints the container's output as it comes, and
-/// returns the stopped task.
+/// returns the stopped task. With `interrupts`, the first Ctrl-C stops the task (and
+/// following goes on until it has stopped), a second one gives up at once.
 pub fn follow(
     api: &ApiClient,
     cluster: &str,
     task_arn: &str,
     container: Option<&str>,
     follow_logs: bool,
+    interrupts: Option<&AtomicUsize>,
 ) -> anyhow::Result<Value> {
     let started = Instant::now();
     let mut token: Option<String> = None;
+    let mut stop_sent = false;
     loop {
+        match interrupts.map(|n| n.load(Ordering::SeqCst)).unwrap_or(0) {
+            0 => {}
+            1 if !stop_sent => {
+                eprintln!(
+                    "berth: stopping task {} (Ctrl-C again to leave it running)",
+                    task_id(task_arn)
+                );
+                api.ecs(
+                    "StopTask",
+                    &json!({"cluster": cluster, "task": task_arn, "reason": "Interrupted in berth run"}),
+                )?;
+                stop_sent = true;
+            }
+            1 => {}
+            _ => anyhow::bail!("interrupted; task {} keeps running", task_id(task_arn)),
+        }
         let t = describe(api, cluster, task_arn)?;
         let stopped = t["lastStatus"] == "STOPPED";
         let name = container
