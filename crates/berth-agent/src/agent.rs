@@ -251,9 +251,23 @@ impl Agent {
             .expect("spawning a thread");
     }
 
-    /// One pass: new tasks get a worker, known ones hear their desired state.
+    /// One pass: new tasks get a worker, known ones hear their desired state, and a
+    /// worker whose task is no longer assigned here stops it.
     pub fn sync(&self) {
-        for task in self.ctx.control.assigned_tasks() {
+        let assigned = self.ctx.control.assigned_tasks();
+        let dropped: Vec<(String, mpsc::Sender<Wake>)> = self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(id, _)| !assigned.iter().any(|t| &t.task_id == *id))
+            .map(|(id, tx)| (id.clone(), tx.clone()))
+            .collect();
+        for (id, tx) in dropped {
+            tracing::info!(task = %id, "task no longer assigned to this node; stopping it");
+            let _ = tx.send(Wake::Dropped);
+        }
+        for task in assigned {
             let tx = self
                 .workers
                 .lock()

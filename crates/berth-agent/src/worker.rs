@@ -35,6 +35,9 @@ pub enum Wake {
     Shim,
     /// A health check changed a container's health.
     Health(usize, Health),
+    /// The control plane no longer assigns the task here (it was stopped or removed
+    /// without this node): stop it.
+    Dropped,
 }
 
 pub fn now_secs() -> f64 {
@@ -332,6 +335,16 @@ impl Worker {
                 }
             }
             Wake::Shim => {}
+            Wake::Dropped => {
+                self.rec.task.desired_status = "STOPPED".into();
+                if self.rec.stop.is_none() {
+                    self.rec.stop = Some((
+                        StopCode::UserInitiated,
+                        "Task no longer assigned to this node".into(),
+                    ));
+                }
+                self.save();
+            }
             Wake::Health(i, h) => {
                 if let Some(c) = self.rec.containers.get_mut(i) {
                     if matches!(c.phase, Phase::Running { .. }) {
@@ -395,6 +408,22 @@ impl Worker {
     }
 
     fn setup_network(&mut self) -> Result<(), String> {
+        // An earlier try that died half-way (recorded before it was made): undo it.
+        if let Some(old) = self.rec.net.take() {
+            if let Some(ns) = &old.netns {
+                let _ = berth_net::destroy_task_netns(ns, old.host_veth.as_deref());
+            }
+            for (_, _, _, pid) in &old.port_proxies {
+                kill_proxy(*pid);
+            }
+            if let Some(ip) = old.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+                self.ctx
+                    .ipam
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .release(ip);
+            }
+        }
         let mode = self.rec.task.network_mode.clone();
         let id = &self.rec.task.task_id;
         let netns = format!("{}{}", self.ctx.netns_prefix(), &id[..id.len().min(16)]);
