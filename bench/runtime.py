@@ -189,8 +189,8 @@ def bench_docker(work: Path, procs: Procs) -> tuple[list[float], dict]:
                        capture_output=True)
         tar.wait()
         cmd = ["docker", "run", "--rm", "--network", "none", "bench-busybox:v1", "/bin/true"]
-        timed(cmd, env=env, runs=1)  # warm-up: pulls and caches the image
-    times = timed(cmd, env=env)
+        timed(cmd, env=env, runs=1)  # warm-up
+        times = timed(cmd, env=env)
         time.sleep(2)
         containerd = [int(p) for p in os.listdir("/proc") if p.isdigit() and
                       _ppid(int(p)) == d.pid and b"containerd" in _cmd(int(p))]

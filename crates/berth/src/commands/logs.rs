@@ -24,7 +24,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &a.target.cluster,
             &a.task,
             a.container.as_deref(),
-            true,
+            tasks::Until::TaskStopped,
             None,
         )?;
         return Ok(());

@@ -137,7 +137,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &a.cluster,
         task_arn,
         Some(&name),
-        true,
+        tasks::Until::ContainerStopped,
         Some(&interrupts),
     )?;
     let c = t["containers"]

@@ -119,15 +119,25 @@ pub fn interrupts() -> Arc<AtomicUsize> {
     n
 }
 
-/// Follows a task until it stops: prints the container's output as it comes, and
-/// returns the stopped task. With `interrupts`, the first Ctrl-C stops the task (and
-/// following goes on until it has stopped), a second one gives up at once.
+/// When [`follow`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The task is STOPPED (its resources released).
+    TaskStopped,
+    /// The followed container has stopped (exit code known), as `docker run` returns;
+    /// the node releases the task's resources right after.
+    ContainerStopped,
+}
+
+/// Follows a task: prints the container's output as it comes, and returns the task
+/// as it was when `until` held. With `interrupts`, the first Ctrl-C stops the task
+/// (and following goes on), a second one gives up at once.
 pub fn follow(
     api: &ApiClient,
     cluster: &str,
     task_arn: &str,
     container: Option<&str>,
-    follow_logs: bool,
+    until: Until,
     interrupts: Option<&AtomicUsize>,
 ) -> anyhow::Result<Value> {
     let started = Instant::now();
@@ -151,16 +161,22 @@ pub fn follow(
             _ => anyhow::bail!("interrupted; task {} keeps running", task_id(task_arn)),
         }
         let t = describe(api, cluster, task_arn)?;
-        let stopped = t["lastStatus"] == "STOPPED";
         let name = container
             .map(str::to_string)
             .or_else(|| t["containers"][0]["name"].as_str().map(str::to_string));
+        let container_stopped = t["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"].as_str() == name.as_deref() && c["lastStatus"] == "STOPPED");
+        let stopped =
+            t["lastStatus"] == "STOPPED" || (until == Until::ContainerStopped && container_stopped);
         let running_or_done = t["containers"]
             .as_array()
             .into_iter()
             .flatten()
             .any(|c| c["lastStatus"] != "PENDING");
-        if follow_logs && running_or_done {
+        if running_or_done {
             if let Some(name) = &name {
                 match print_logs(api, &stream_name(name, task_arn), token.as_deref()) {
                     Ok(t) => token = Some(t),
