@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -90,12 +94,113 @@ def test_images_lists_tags(berth_bin, berth, ecr, unique_name, context):
 
 def test_cli_errors_are_clear(berth_bin, berth, unique_name, context, tmp_path):
     """A Dockerfile outside the subset names its line; pushing to a missing repository says so; both exit non-zero."""
-    (context / "Dockerfile").write_text("FROM scratch\nRUN echo hi\n")
+    (context / "Dockerfile").write_text("FROM scratch\nSHELL [\"/bin/sh\", \"-c\"]\n")
     p = berth_cli(berth_bin, berth, "build", "-t", f"{unique_name('x')}:1", str(context), check=False)
-    assert p.returncode != 0 and "line 2" in p.stderr and "RUN" in p.stderr
+    assert p.returncode != 0 and "line 2" in p.stderr and "SHELL is not supported" in p.stderr
     (context / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/busybox\n")
     missing = unique_name("missing")
     p = berth_cli(berth_bin, berth, "build", "-t", f"{missing}:1", str(context), check=False)
     assert p.returncode != 0 and "NAME_UNKNOWN" in p.stderr and missing in p.stderr
     p = berth_cli(berth_bin, berth, "pull", f"{missing}:1", "-o", str(tmp_path / "o"), check=False)
     assert p.returncode != 0 and "NAME_UNKNOWN" in p.stderr
+
+
+RUN_DOCKERFILE = (
+    "FROM scratch\n"
+    "COPY busybox /bin/busybox\n"
+    "COPY removed-file /etc/removed-file\n"
+    'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    "ENV PATH=/bin\n"
+    "RUN echo built > /built.txt && rm /etc/removed-file && \\\n"
+    "    grep -c : /proc/net/dev > /interfaces && echo streamed-output\n"
+    "RUN true\n"
+    'CMD ["cat", "/built.txt"]\n'
+)
+
+
+@pytest.fixture
+def run_context(tmp_path) -> Path:
+    ctx = tmp_path / "run-ctx"
+    ctx.mkdir()
+    shutil.copy("/bin/busybox", ctx / "busybox")
+    (ctx / "removed-file").write_text("removed by a RUN\n")
+    (ctx / "Dockerfile").write_text(RUN_DOCKERFILE)
+    return ctx
+
+
+def layer_members(registry, repo: str, digest: str) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    """A pushed layer's entries: name -> (header, content)."""
+    blob = registry.get(f"/v2/{repo}/blobs/{digest}").content
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as t:
+        return {m.name: (m, t.extractfile(m).read() if m.isfile() else b"") for m in t.getmembers()}
+
+
+def test_build_run(berth_bin, berth, ecr, registry, unique_name, run_context):
+    """RUN executes in a container of the image so far (no network), streams its output, and its
+    changes (files, whiteouts) become a reproducible layer that `berth run` sees; a no-op RUN adds
+    no layer."""
+    repo = unique_name("run")
+    ecr.create_repository(repositoryName=repo)
+    p = berth_cli(berth_bin, berth, "build", "-t", f"{repo}:v1", str(run_context))
+    digest = p.stdout.strip().rsplit("@", 1)[1]
+    assert "streamed-output" in p.stderr and "streamed-output" not in p.stdout
+    m = support.pull_and_verify(registry, repo, "v1")
+    assert len(m["layers"]) == 4, "two COPYs and two RUNs with changes; RUN true adds none"
+    config = json.loads(registry.get(f"/v2/{repo}/blobs/{m['config']['digest']}").content)
+    runs = [h for h in config["history"] if h["created_by"].startswith("RUN")]
+    assert [(h["created_by"], h.get("empty_layer", False)) for h in runs] == [
+        ("RUN /bin/busybox --install -s /bin", False),
+        ("RUN /bin/sh -c echo built > /built.txt && rm /etc/removed-file &&     "
+         "grep -c : /proc/net/dev > /interfaces && echo streamed-output", False),
+        ("RUN /bin/sh -c true", True),
+    ]
+    assert len(config["rootfs"]["diff_ids"]) == 4
+
+    install = layer_members(registry, repo, m["layers"][2]["digest"])
+    assert install["bin/sh"][0].issym() and install["bin/sh"][0].linkname == "/bin/busybox"
+    layer = layer_members(registry, repo, m["layers"][3]["digest"])
+    assert sorted(layer) == ["built.txt", "etc", "etc/.wh.removed-file", "interfaces"]
+    assert layer["built.txt"][1] == b"built\n"
+    assert layer["interfaces"][1] == b"1\n", "only a loopback device: RUN has no network"
+    assert all(i.mtime == 0 for i, _ in layer.values())
+
+    # Reproducible: the same Dockerfile builds the same image, RUN layers included.
+    again = berth_cli(berth_bin, berth, "build", "-t", f"{repo}:v2", str(run_context))
+    assert again.stdout.strip().rsplit("@", 1)[1] == digest
+
+    # FROM that image: RUN sees the base layers (fetched from the registry), whiteouts included.
+    app = unique_name("run-app")
+    ecr.create_repository(repositoryName=app)
+    ctx2 = run_context / "app"
+    ctx2.mkdir()
+    (ctx2 / "Dockerfile").write_text(
+        f"FROM {repo}:v1\nRUN test ! -e /etc/removed-file && cp /built.txt /etc/copied\n")
+    berth_cli(berth_bin, berth, "build", "-t", f"{app}:1", str(ctx2))
+    app_m = support.pull_and_verify(registry, app, "1")
+    assert [l["digest"] for l in app_m["layers"][:4]] == [l["digest"] for l in m["layers"]]
+    top = layer_members(registry, app, app_m["layers"][4]["digest"])
+    assert sorted(top) == ["etc", "etc/copied"] and top["etc/copied"][1] == b"built\n"
+
+    # The built image runs: the RUN's file is there, the removed one is gone.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["BERTH_ENDPOINT"] = berth.url
+    r = subprocess.run([str(berth_bin), "run", "--data-dir", str(berth.data_dir), f"{berth.host}/{repo}:v1",
+                        "sh", "-c", "cat /built.txt; test -e /etc/removed-file || echo removed"],
+                       env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert (r.returncode, r.stdout.split()) == (0, ["built", "removed"]), r.stderr
+
+
+def test_build_run_failure(berth_bin, berth, ecr, registry, unique_name, run_context):
+    """A failing RUN fails the build naming its line and exit code, and nothing is pushed under the tag."""
+    repo = unique_name("runfail")
+    ecr.create_repository(repositoryName=repo)
+    (run_context / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\n\nRUN [\"/bin/busybox\", \"false\"]\n")
+    p = berth_cli(berth_bin, berth, "build", "-t", f"{repo}:bad", str(run_context), check=False)
+    assert p.returncode != 0
+    assert "Dockerfile line 4: RUN /bin/busybox false exited with code 1" in p.stderr, p.stderr
+    assert registry.get(f"/v2/{repo}/manifests/bad").status_code == 404
+    assert ecr.list_images(repositoryName=repo)["imageIds"] == []
+    (run_context / "Dockerfile").write_text("FROM scratch\nRUN --network=host true\n")
+    p = berth_cli(berth_bin, berth, "build", "-t", f"{repo}:bad", str(run_context), check=False)
+    assert p.returncode != 0 and "line 2: RUN --network is not supported" in p.stderr, p.stderr

@@ -1,4 +1,7 @@
-//! `berth build`: a Dockerfile subset built and pushed to berth's registry.
+//! `berth build`: a Dockerfile subset built and pushed to berth's registry. `RUN`s
+//! run under runc on this host ([`executor`]).
+
+mod executor;
 
 use std::path::PathBuf;
 
@@ -19,6 +22,9 @@ pub struct Args {
     /// Dockerfile to use (default: CONTEXT/Dockerfile).
     #[arg(short, long)]
     file: Option<PathBuf>,
+    /// The runc binary that runs RUN instructions.
+    #[arg(long, default_value = "runc")]
+    runc: PathBuf,
     /// Build context directory: COPY and ADD sources are relative to it.
     context: PathBuf,
 }
@@ -79,8 +85,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .with_context(|| format!("{}", dockerfile.display()))?,
         None => instructions,
     };
-    let built = berth_build::build(&a.context, &instructions, base)
-        .with_context(|| format!("building {}", dockerfile.display()))?;
+    let has_run = instructions
+        .iter()
+        .any(|i| matches!(i.kind, InstructionKind::Run(_)));
+    let mut executor = if has_run {
+        Some(executor::RuncExecutor::new(
+            &reg,
+            base_repo.clone(),
+            &a.runc,
+            &std::env::temp_dir(),
+        )?)
+    } else {
+        None
+    };
+    let built = berth_build::build_with(
+        &a.context,
+        &instructions,
+        base,
+        executor
+            .as_mut()
+            .map(|e| e as &mut dyn berth_build::RunExecutor),
+    )
+    .with_context(|| format!("building {}", dockerfile.display()))?;
+    drop(executor);
     for d in &built.base_layers {
         let from = base_repo.as_deref().unwrap_or_default();
         if !reg.blob_exists(&target.repository, &d.digest)?
