@@ -790,6 +790,7 @@ impl Worker {
             } else {
                 exit.error.clone()
             };
+            tracing::debug!(container = %c.name, code = ?exit.exit_code, "container exited");
             let c = &mut self.rec.containers[i];
             c.phase = Phase::Exited {
                 exit_code: exit.exit_code,
@@ -953,6 +954,7 @@ impl Worker {
         });
         match first_rx.recv_timeout(START_TIMEOUT) {
             Ok(l) if l.starts_with("started") => {
+                tracing::debug!(container = %c.name, "container started");
                 let cr = &mut self.rec.containers[i];
                 cr.phase = Phase::Running {
                     term_sent_ms: None,
