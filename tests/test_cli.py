@@ -7,8 +7,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,31 @@ def test_build_run_failure(berth_bin, berth, ecr, registry, unique_name, run_con
     (run_context / "Dockerfile").write_text("FROM scratch\nRUN --network=host true\n")
     p = berth_cli(berth_bin, berth, "build", "-t", f"{repo}:bad", str(run_context), check=False)
     assert p.returncode != 0 and "line 2: RUN --network is not supported" in p.stderr, p.stderr
+
+
+def test_build_run_ctrl_c_cleans_up(berth_bin, berth, ecr, registry, unique_name, run_context):
+    """Ctrl-C during a RUN kills its container, fails the build and leaves no mount, temp dir or cgroup."""
+    repo = unique_name("runint")
+    ecr.create_repository(repositoryName=repo)
+    (run_context / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"60\"]\n")
+    tmp = run_context.parent / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    cmd = [str(berth_bin), "build", "-t", f"{repo}:int", str(run_context),
+           "--endpoint-url", berth.url, "--data-dir", str(berth.data_dir)]
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        support.wait_for(lambda: any(tmp.glob("berth-build-*/r1/rootfs/bin")), "the RUN's root mounted")
+        time.sleep(0.5)
+        os.kill(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0 and "Dockerfile line 3: RUN /bin/busybox sleep 60: interrupted" in err, err
+    assert list(tmp.iterdir()) == [], "the build's temporary directory is removed"
+    assert str(tmp) not in Path("/proc/self/mountinfo").read_text()
+    assert registry.get(f"/v2/{repo}/manifests/int").status_code == 404

@@ -88,12 +88,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let has_run = instructions
         .iter()
         .any(|i| matches!(i.kind, InstructionKind::Run(_)));
+    // With RUN, Ctrl-C is counted rather than fatal, so that the RUN container is
+    // killed and everything the build mounted is cleaned up; nothing is pushed after one.
+    let interrupts = if has_run {
+        super::tasks::interrupts()
+    } else {
+        Default::default()
+    };
     let mut executor = if has_run {
         Some(executor::RuncExecutor::new(
             &reg,
             base_repo.clone(),
             &a.runc,
             &std::env::temp_dir(),
+            interrupts.clone(),
         )?)
     } else {
         None
@@ -108,6 +116,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     )
     .with_context(|| format!("building {}", dockerfile.display()))?;
     drop(executor);
+    let interrupted = || interrupts.load(std::sync::atomic::Ordering::SeqCst) > 0;
+    if interrupted() {
+        anyhow::bail!("interrupted: nothing pushed");
+    }
     for d in &built.base_layers {
         let from = base_repo.as_deref().unwrap_or_default();
         if !reg.blob_exists(&target.repository, &d.digest)?
@@ -138,6 +150,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &mut &built.config[..],
         &|_| {},
     )?;
+    if interrupted() {
+        anyhow::bail!("interrupted: layers pushed, but not the manifest ({target})");
+    }
     let digest = reg
         .push_manifest(
             &target.repository,

@@ -11,12 +11,19 @@
 //! remove the directories on every path out, errors included.
 //!
 //! RUN has no network: a new, empty network namespace (`NetNs::New`).
+//!
+//! Ctrl-C (counted by a SIGINT handler while the build runs) kills the running RUN
+//! container and fails the build, so the guards still clean up; SIGKILL or SIGTERM of
+//! `berth build` itself leaves the build's temporary directory and mounts behind.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use berth_build::{BuildError, LayerRef, RunExecutor};
 use berth_client::RegistryClient;
@@ -33,6 +40,8 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const HOSTNAME: &str = "berth-build";
 /// Parent of every RUN's cgroup.
 const CGROUP_PARENT: &str = "/berth-build";
+/// How often the wait for runc looks for Ctrl-C.
+const WAIT_POLL: Duration = Duration::from_millis(50);
 /// Mount points of the runtime spec that must exist in the root filesystem.
 const MOUNT_POINTS: [&str; 3] = ["proc", "sys", "dev"];
 
@@ -48,20 +57,22 @@ pub struct RuncExecutor<'a> {
     unpacked: HashMap<String, PathBuf>,
     init: PathBuf,
     runs: usize,
+    /// Ctrl-C presses since the build started.
+    interrupts: Arc<AtomicUsize>,
 }
 
-fn run_err(
+/// The error of a RUN's `step`, with its cause.
+fn run_error(
     line: usize,
     args: &[String],
     step: impl Into<String>,
-) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> BuildError {
-    let command = args.join(" ");
-    let step = step.into();
-    move |e| BuildError::Run {
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> BuildError {
+    BuildError::Run {
         line,
-        command,
-        step,
-        source: Some(e),
+        command: args.join(" "),
+        step: step.into(),
+        source: Some(source.into()),
     }
 }
 
@@ -72,6 +83,7 @@ impl<'a> RuncExecutor<'a> {
         base_repo: Option<String>,
         runc_binary: &Path,
         tmp: &Path,
+        interrupts: Arc<AtomicUsize>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let dir = tempfile::Builder::new()
@@ -92,6 +104,7 @@ impl<'a> RuncExecutor<'a> {
             unpacked: HashMap::new(),
             init,
             runs: 0,
+            interrupts,
         })
     }
 
@@ -116,7 +129,7 @@ impl<'a> RuncExecutor<'a> {
                 self.reg
                     .get_blob(repo, digest, &mut buf, &|n| pb.inc(n))
                     .map_err(|e| {
-                        run_err(line, args, format!("fetching base layer {digest}"))(Box::new(e))
+                        run_error(line, args, format!("fetching base layer {digest}"), e)
                     })?;
                 pb.finish_with_message("fetched");
                 fetched = buf;
@@ -128,11 +141,10 @@ impl<'a> RuncExecutor<'a> {
             .path()
             .join("l")
             .join(self.unpacked.len().to_string());
-        std::fs::create_dir_all(&dest).map_err(|e| {
-            run_err(line, args, format!("creating {}", dest.display()))(Box::new(e))
-        })?;
+        std::fs::create_dir_all(&dest)
+            .map_err(|e| run_error(line, args, format!("creating {}", dest.display()), e))?;
         berth_image::unpack_layer(blob, &dest, &berth_image::Limits::default())
-            .map_err(|e| run_err(line, args, format!("unpacking layer {digest}"))(Box::new(e)))?;
+            .map_err(|e| run_error(line, args, format!("unpacking layer {digest}"), e))?;
         self.unpacked.insert(digest.clone(), dest.clone());
         Ok(dest)
     }
@@ -183,6 +195,9 @@ impl RunExecutor for RuncExecutor<'_> {
         line: usize,
     ) -> Result<Vec<u8>, BuildError> {
         let command = args.join(" ");
+        if self.interrupts.load(Ordering::SeqCst) > 0 {
+            return Err(run_error(line, args, "interrupted", "Ctrl-C"));
+        }
         eprintln!("#{line} RUN {command}");
         let mut lowers = Vec::with_capacity(layers.len() + 1);
         for l in layers {
@@ -200,7 +215,7 @@ impl RunExecutor for RuncExecutor<'_> {
         let target = guard
             .rootfs
             .mount(&lowers)
-            .map_err(|e| run_err(line, args, "mounting the root filesystem")(Box::new(e)))?;
+            .map_err(|e| run_error(line, args, "mounting the root filesystem", e))?;
 
         let str_of = |k: &str| config.get(k).and_then(Value::as_str).unwrap_or_default();
         let user = str_of("User");
@@ -209,7 +224,7 @@ impl RunExecutor for RuncExecutor<'_> {
             read_in_root(&target, "etc/passwd").as_deref(),
             read_in_root(&target, "etc/group").as_deref(),
         )
-        .map_err(|e| run_err(line, args, format!("USER {user}"))(e.into()))?;
+        .map_err(|e| run_error(line, args, format!("USER {user}"), e))?;
         let mut env: Vec<String> = config
             .get("Env")
             .and_then(Value::as_array)
@@ -246,17 +261,17 @@ impl RunExecutor for RuncExecutor<'_> {
         };
         let bundle = guard.rootfs.dir.clone();
         spec::build(&spec_in, HostLimits::current())
-            .map_err(|e| run_err(line, args, "writing the OCI spec")(Box::new(e)))?
+            .map_err(|e| run_error(line, args, "writing the OCI spec", e))?
             .save(bundle.join("config.json"))
-            .map_err(|e| run_err(line, args, "writing the OCI spec")(Box::new(e)))?;
+            .map_err(|e| run_error(line, args, "writing the OCI spec", e))?;
 
         // The command's output goes to our stderr, next to the progress bars: stdout
         // carries only the pushed image's reference.
         let out = std::io::stderr()
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| run_err(line, args, "duplicating stderr")(Box::new(e)))?;
-        let status = self
+            .map_err(|e| run_error(line, args, "duplicating stderr", e))?;
+        let mut child = self
             .runc
             .command()
             .arg("run")
@@ -265,14 +280,33 @@ impl RunExecutor for RuncExecutor<'_> {
             .arg(&id)
             .stdout(Stdio::from(out))
             .stderr(Stdio::inherit())
-            .status()
+            .spawn()
             .map_err(|e| {
-                run_err(
-                    line,
-                    args,
-                    format!("starting {}", self.runc.binary.display()),
-                )(Box::new(e))
+                let step = format!("starting {}", self.runc.binary.display());
+                run_error(line, args, step, e)
             })?;
+        // Ctrl-C kills the container: the command is pid 1 of its namespace, which
+        // ignores SIGINT unless it installed a handler, and the build is over anyway.
+        let mut killed = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) => {}
+                Err(e) => return Err(run_error(line, args, "waiting for runc", e)),
+            }
+            // Any press counts: there was none when this RUN started.
+            if !killed && self.interrupts.load(Ordering::SeqCst) > 0 {
+                eprintln!("#{line} interrupted: killing the RUN container");
+                if let Err(e) = self.runc.kill(&id, "KILL", true) {
+                    tracing::warn!(container = %id, error = %e, "cannot kill the RUN container");
+                }
+                killed = true;
+            }
+            std::thread::sleep(WAIT_POLL);
+        };
+        if killed {
+            return Err(run_error(line, args, "interrupted", "Ctrl-C"));
+        }
         if !status.success() {
             let code = status
                 .code()
@@ -286,9 +320,9 @@ impl RunExecutor for RuncExecutor<'_> {
         }
         guard
             .stop()
-            .map_err(|e| run_err(line, args, "stopping the container")(e.into()))?;
+            .map_err(|e| run_error(line, args, "stopping the container", e))?;
         berth_build::diff::upper_to_tar(&bundle.join("upper"))
-            .map_err(|e| run_err(line, args, "reading its changes")(Box::new(e)))
+            .map_err(|e| run_error(line, args, "reading its changes", e))
     }
 }
 
