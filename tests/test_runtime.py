@@ -364,7 +364,13 @@ def test_kill9_server_keeps_tasks(berth_factory, berth_bin, image, berth):
     ecs = srv.ecs()
     t = ecs.describe_tasks(tasks=[arn])["tasks"][0]
     assert t["lastStatus"] == "RUNNING"
-    # The agent re-adopted it: the same process keeps running.
+    # The agent re-adopted it: the same process keeps running, and its metadata
+    # endpoint answers again.
+    rec = json.loads((srv.data_dir / "agent" / "tasks" / arn.rsplit("/", 1)[1] / "task.json").read_text())
+    token = rec["containers"][0]["token"]
+    meta = wait_for(lambda: requests.get(f"http://{srv.gateway}:{srv.metadata_port}/v4/{token}/task",
+                                         timeout=5).json(), "the metadata endpoint after the restart")
+    assert meta["TaskARN"] == arn and meta["KnownStatus"] == "RUNNING"
     assert json.loads(subprocess.run(["runc", "--root", str(runc_root), "state", rid],
                                      capture_output=True, text=True).stdout)["pid"] == pid_before
     ecs.stop_task(task=arn)

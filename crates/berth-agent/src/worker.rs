@@ -358,9 +358,17 @@ impl Worker {
     }
 
     fn ensure_container_records(&mut self) {
-        if !self.rec.containers.is_empty() {
-            return;
+        if self.rec.containers.is_empty() {
+            self.new_container_records();
         }
+        // Known to the metadata endpoint (again, after a restart).
+        let mut tokens = self.ctx.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, c) in self.rec.containers.iter().enumerate() {
+            tokens.insert(c.token.clone(), (self.rec.task.task_id.clone(), i));
+        }
+    }
+
+    fn new_container_records(&mut self) {
         let parent = self.ctx.cgroup_parent();
         for (i, d) in container_defs(&self.rec.task).iter().enumerate() {
             let runtime_id = format!("{}-{i}", self.rec.task.task_id);
@@ -380,10 +388,6 @@ impl Worker {
                 started_at: None,
                 finished_at: None,
             });
-        }
-        let mut tokens = self.ctx.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, c) in self.rec.containers.iter().enumerate() {
-            tokens.insert(c.token.clone(), (self.rec.task.task_id.clone(), i));
         }
     }
 
