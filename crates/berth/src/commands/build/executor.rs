@@ -51,8 +51,9 @@ pub struct RuncExecutor<'a> {
     /// Where the base image's blobs are fetched from.
     base_repo: Option<String>,
     runc: Runc,
-    /// Removed (with everything in it) when the executor is dropped.
-    dir: tempfile::TempDir,
+    /// Removed (with everything in it) when the executor is dropped, unless something
+    /// is still mounted in it.
+    dir: PathBuf,
     /// Layer digest → its unpacked lower directory.
     unpacked: HashMap<String, PathBuf>,
     init: PathBuf,
@@ -89,23 +90,25 @@ impl<'a> RuncExecutor<'a> {
         let dir = tempfile::Builder::new()
             .prefix("berth-build-")
             .tempdir_in(tmp)
-            .with_context(|| format!("cannot create a build directory in {}", tmp.display()))?;
-        let init = dir.path().join("init");
+            .with_context(|| format!("cannot create a build directory in {}", tmp.display()))?
+            .keep();
+        // Built first, so that its Drop removes the directory if what follows fails.
+        let this = RuncExecutor {
+            reg,
+            base_repo,
+            runc: Runc::new(runc_binary, dir.join("runc")),
+            init: dir.join("init"),
+            dir,
+            unpacked: HashMap::new(),
+            runs: 0,
+            interrupts,
+        };
+        let init = &this.init;
         for m in MOUNT_POINTS {
             std::fs::create_dir_all(init.join(m))
                 .with_context(|| format!("cannot create {}", init.join(m).display()))?;
         }
-        let runc = Runc::new(runc_binary, dir.path().join("runc"));
-        Ok(RuncExecutor {
-            reg,
-            base_repo,
-            runc,
-            dir,
-            unpacked: HashMap::new(),
-            init,
-            runs: 0,
-            interrupts,
-        })
+        Ok(this)
     }
 
     /// The lower directory of `layer`, unpacked now if this build has not yet.
@@ -136,11 +139,7 @@ impl<'a> RuncExecutor<'a> {
                 &fetched
             }
         };
-        let dest = self
-            .dir
-            .path()
-            .join("l")
-            .join(self.unpacked.len().to_string());
+        let dest = self.dir.join("l").join(self.unpacked.len().to_string());
         std::fs::create_dir_all(&dest)
             .map_err(|e| run_error(line, args, format!("creating {}", dest.display()), e))?;
         berth_image::unpack_layer(blob, &dest, &berth_image::Limits::default())
@@ -154,6 +153,21 @@ impl Drop for RuncExecutor<'_> {
     fn drop(&mut self) {
         // Best effort: another build may be using the parent cgroup.
         remove_cgroup(CGROUP_PARENT);
+        // Never remove through a mount: that would delete what the overlay shows.
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|i| {
+                berth_runtime::rootfs::mount_points(&i)
+                    .any(|m| Path::new(&m).starts_with(&self.dir))
+            })
+            .unwrap_or(true);
+        if mounted {
+            eprintln!(
+                "warning: {} still has a mount in it; left in place",
+                self.dir.display()
+            );
+        } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("warning: cannot remove {}: {e}", self.dir.display());
+        }
     }
 }
 
@@ -169,8 +183,9 @@ struct RunGuard<'r> {
 impl RunGuard<'_> {
     /// Stops everything that could still change the upper directory.
     fn stop(&self) -> Result<(), String> {
-        self.runc.delete(&self.id).map_err(|e| e.to_string())?;
-        self.rootfs.unmount().map_err(|e| e.to_string())
+        let deleted = self.runc.delete(&self.id).map_err(|e| e.to_string());
+        let unmounted = self.rootfs.unmount().map_err(|e| e.to_string());
+        deleted.and(unmounted)
     }
 }
 
@@ -209,7 +224,7 @@ impl RunExecutor for RuncExecutor<'_> {
         let guard = RunGuard {
             runc: &self.runc,
             id: id.clone(),
-            rootfs: Rootfs::new(self.dir.path().join(format!("r{}", self.runs))),
+            rootfs: Rootfs::new(self.dir.join(format!("r{}", self.runs))),
             cgroups_path: format!("{CGROUP_PARENT}/{id}"),
         };
         let target = guard
