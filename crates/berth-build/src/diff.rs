@@ -28,6 +28,11 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// What overlayfs sets on an opaque directory of the upper layer.
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// A renamed lower directory (`redirect_dir=on`) and a file whose data is still in a
+/// lower layer (`metacopy=on`): the upper alone does not hold the change, so such an
+/// upper is refused rather than turned into a wrong layer (moby falls back to a
+/// naive diff when the kernel enables them).
+const OVERLAY_REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "trusted.overlay.metacopy"];
 
 /// Why an upper directory could not be turned into a layer.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,8 @@ pub enum DiffError {
     },
     #[error("{path} changed while it was read")]
     Changed { path: PathBuf },
+    #[error("{path} carries {xattr}: overlayfs redirect_dir or metacopy is on, and the upper directory alone does not hold the change")]
+    Redirected { path: String, xattr: &'static str },
     #[error("{path} is a {kind}; layers cannot hold one")]
     Unsupported { path: String, kind: &'static str },
     #[error("cannot write the layer tar")]
@@ -99,6 +106,19 @@ fn is_opaque(path: &Path) -> Result<bool, DiffError> {
     }
 }
 
+/// Whether `path` carries the overlayfs xattr `name`.
+fn has_xattr(path: &Path, name: &str) -> Result<bool, DiffError> {
+    let mut none: [u8; 0] = [];
+    match rustix::fs::lgetxattr(path, name, &mut none) {
+        Ok(_) => Ok(true),
+        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(false),
+        Err(e) => Err(DiffError::Read {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }),
+    }
+}
+
 impl Writer {
     fn append(&mut self, h: &mut tar::Header, name: &str, data: &[u8]) -> Result<(), DiffError> {
         self.tar
@@ -132,6 +152,16 @@ impl Writer {
     fn entry(&mut self, name: &str, path: &Path, m: &fs::Metadata) -> Result<(), DiffError> {
         let ft = m.file_type();
         let perm = m.mode() & 0o7777;
+        if ft.is_dir() || ft.is_file() {
+            for xattr in OVERLAY_REDIRECT_XATTRS {
+                if has_xattr(path, xattr)? {
+                    return Err(DiffError::Redirected {
+                        path: format!("/{name}"),
+                        xattr,
+                    });
+                }
+            }
+        }
         if ft.is_dir() {
             let mut h = header(m, perm);
             h.set_entry_type(tar::EntryType::Directory);
@@ -337,6 +367,25 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "/null is a character device; layers cannot hold one"
+        );
+    }
+
+    /// A renamed directory (redirect xattr) is refused, not written as an empty directory.
+    #[test]
+    fn redirects_refused() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("moved")).unwrap();
+        rustix::fs::setxattr(
+            d.path().join("moved"),
+            "trusted.overlay.redirect",
+            b"/orig",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let e = upper_to_tar(d.path()).unwrap_err();
+        assert!(
+            matches!(&e, DiffError::Redirected { path, xattr } if path == "/moved" && *xattr == "trusted.overlay.redirect"),
+            "{e}"
         );
     }
 }
