@@ -786,4 +786,40 @@ mod tests {
             ])
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any one-line shell-form RUN without a flag or heredoc is handed to
+            /// `/bin/sh -c` exactly as written (trimmed): nothing is expanded or unquoted.
+            #[test]
+            fn shell_form_is_verbatim(cmd in "[a-z$\"' |&;>=_{}()\\\\\\-]{0,8}[a-z][a-z$\"' |&;>=_{}()\\\\\\-]{0,40}") {
+                prop_assume!(!cmd.trim_start().starts_with('['));
+                prop_assume!(!cmd.trim_start().starts_with("--"));
+                prop_assume!(!cmd.trim_end().ends_with('\\'));
+                let ins = parse(&format!("FROM scratch\nRUN {cmd}\n")).unwrap();
+                prop_assert_eq!(
+                    &ins[1].kind,
+                    &Run(vec!["/bin/sh".into(), "-c".into(), cmd.trim().to_string()])
+                );
+            }
+
+            /// Any bytes after RUN either parse to a non-empty argv or fail on line 2; never a panic.
+            #[test]
+            fn run_never_panics(rest in "\\PC{0,64}") {
+                match parse(&format!("FROM scratch\nRUN {rest}\n")) {
+                    Ok(ins) => {
+                        for i in &ins[1..] {
+                            if let Run(argv) = &i.kind {
+                                prop_assert!(!argv.is_empty() && !argv[0].is_empty());
+                            }
+                        }
+                    }
+                    Err(e) => prop_assert!(e.line >= 2),
+                }
+            }
+        }
+    }
 }
