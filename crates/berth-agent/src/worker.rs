@@ -909,8 +909,11 @@ impl Worker {
 
     fn start(&mut self, i: usize) {
         let c = self.rec.containers[i].clone();
-        // A left-over runc container of an earlier try (the agent died mid-start).
-        let _ = self.ctx.runc.delete(&c.runtime_id);
+        // A left-over runc container of an earlier try (the agent died mid-start); runc
+        // keeps each container's state in a directory named after it under its root.
+        if self.ctx.runc.root.join(&c.runtime_id).exists() {
+            let _ = self.ctx.runc.delete(&c.runtime_id);
+        }
         for f in ["exit.json", "pid"] {
             let _ = std::fs::remove_file(c.dir.join(f));
         }
