@@ -607,6 +607,8 @@ async fn start_agent(app: &Arc<App>, config: berth_agent::AgentConfig) -> Result
 }
 
 pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), ServerError> {
+    // Freed transfer buffers go back to the kernel, not into malloc's arenas.
+    berth_registry::sys::tune_allocator();
     let app = App::open(&config)?;
     if let Some(a) = config.agent.clone() {
         start_agent(&app, a).await?;

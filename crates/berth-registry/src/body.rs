@@ -49,11 +49,38 @@ impl Body {
 const READ_CHUNK: usize = 256 * 1024;
 /// Chunks read ahead of the socket.
 const READ_AHEAD: usize = 4;
+/// Buffers one download owns at most: those read ahead, those in hyper's write queue
+/// (at most two 256 KiB chunks: it stops taking frames at ~400 KiB) and the one being
+/// filled. When all are out, the reader waits for one to come back.
+const READ_BUFS: usize = READ_AHEAD + 4;
+
+/// A filled read buffer on its way to the socket; dropping it (hyper has written it)
+/// sends the buffer back to its reader, so a download reuses a few buffers instead of
+/// allocating (and zeroing, and returning to the kernel) one per 256 KiB.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+    home: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // The reader may be gone (download over): then the buffer is just freed.
+        let _ = self.home.send(std::mem::take(&mut self.buf));
+    }
+}
 
 impl Body {
     /// Streams `len` bytes of `path` from `start`: a blocking thread reads 256 KiB chunks
-    /// ahead of the socket, so disk reads and network sends overlap (a cold blob —
-    /// written with O_DIRECT, so not in the page cache — reads at disk speed).
+    /// ahead of the socket into at most `READ_BUFS` recycled buffers, so disk reads and
+    /// network sends overlap. A recently pushed blob is in the page cache (see
+    /// [`crate::writer`]); after a restart or eviction it is read from disk.
     pub fn file_range(path: std::path::PathBuf, start: u64, len: u64) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
         tokio::task::spawn_blocking(move || {
@@ -66,7 +93,7 @@ impl Body {
                 }
             };
             // Sequential whole-range read: ask the kernel to read it all ahead now
-            // (posix_fadvise(2)); a blob written with O_DIRECT is not in the page cache.
+            // (posix_fadvise(2)); a no-op for pages already cached.
             if let Some(n) = std::num::NonZeroU64::new(len) {
                 let _ = rustix::fs::fadvise(&f, start, Some(n), rustix::fs::Advice::Sequential);
                 let _ = rustix::fs::fadvise(&f, start, Some(n), rustix::fs::Advice::WillNeed);
@@ -75,13 +102,28 @@ impl Body {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
+            let buf_len = len.min(READ_CHUNK as u64) as usize;
+            let (home, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+            let mut made = 0;
             let mut left = len;
             while left > 0 {
                 let want = left.min(READ_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; want];
+                let mut buf = match returned.try_recv() {
+                    Ok(b) => b,
+                    Err(_) if made < READ_BUFS => {
+                        made += 1;
+                        vec![0u8; buf_len]
+                    }
+                    // Every buffer is out; each comes back when hyper has written it
+                    // or drops it with the connection. `home` keeps this open.
+                    Err(_) => match returned.recv() {
+                        Ok(b) => b,
+                        Err(_) => return,
+                    },
+                };
                 let mut filled = 0;
                 while filled < want {
-                    match f.read(&mut buf[filled..]) {
+                    match f.read(&mut buf[filled..want]) {
                         Ok(0) => break,
                         Ok(n) => filled += n,
                         Err(e) => {
@@ -97,9 +139,13 @@ impl Body {
                     )));
                     return;
                 }
-                buf.truncate(filled);
                 left -= filled as u64;
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                let chunk = Chunk {
+                    buf,
+                    len: filled,
+                    home: home.clone(),
+                };
+                if tx.blocking_send(Ok(Bytes::from_owner(chunk))).is_err() {
                     return; // the client went away
                 }
             }

@@ -565,16 +565,15 @@ where
             .await
             .map_err(|e| RegistryError::UploadInvalid(format!("upload aborted: {e}")))??
     };
-    let writer =
-        UploadWriter::open(path, len, hasher).map_err(RegistryError::io("opening upload"))?;
-    let pipeline = Pipeline::start(writer);
+    let writer = UploadWriter::open(path, len).map_err(RegistryError::io("opening upload"))?;
+    let mut pipeline = Pipeline::start(writer, hasher);
     let mut body = body;
     let mut failure = None;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    if pipeline.send(data).await.is_err() {
+                    if pipeline.send(&data).await.is_err() {
                         break; // the writer failed; finish() reports why
                     }
                 }
