@@ -1,0 +1,152 @@
+//! Evaluating a cluster query against one container instance.
+//!
+//! Semantics we chose where the guide is silent (each has a test in `tests.rs`):
+//! - `!=`, `not_in`, `!~` are the negations of `==`, `in`, `=~`: an instance without the
+//!   attribute is `!=` any value.
+//! - `=~` patterns: `*` matches any run of characters (including none); every other
+//!   character, `.` included, matches itself. The whole value must match.
+//! - `>`, `<`, … on attributes compare as numbers when both sides are numbers, else as
+//!   strings; an absent or valueless attribute compares false.
+//! - `task:group == G` is true when a task of group G runs on the instance;
+//!   `task:group =~ P` when one of its groups matches.
+
+use std::cmp::Ordering;
+
+use crate::model::{Instance, Live};
+use crate::parse::parse_date;
+use crate::query::{Arg, Expr, Op, Subject};
+
+pub(crate) fn eval(expr: &Expr, inst: &Instance, live: &Live) -> bool {
+    match expr {
+        Expr::And(a, b) => eval(a, inst, live) && eval(b, inst, live),
+        Expr::Or(a, b) => eval(a, inst, live) || eval(b, inst, live),
+        Expr::Not(e) => !eval(e, inst, live),
+        Expr::Cmp { subject, op, arg } => cmp(subject, *op, arg, inst, live),
+    }
+}
+
+fn cmp(subject: &Subject, op: Op, arg: &Arg, inst: &Instance, live: &Live) -> bool {
+    match subject {
+        Subject::Attribute(name) => {
+            let value = inst.attributes.get(name);
+            match op {
+                Op::Exists => value.is_some(),
+                Op::NotExists => value.is_none(),
+                _ => value_op(value.and_then(|v| v.as_deref()), op, arg, compare_values),
+            }
+        }
+        Subject::Ec2InstanceId => value_op(Some(&inst.id.0), op, arg, compare_values),
+        Subject::AgentConnected => {
+            let v = if inst.connected { "true" } else { "false" };
+            value_op(Some(v), op, arg, compare_values)
+        }
+        Subject::RegisteredAt => {
+            let Arg::Value(v) = arg else { return false };
+            // Validated by the parser; an unparsable date (hand-built tree) matches nothing.
+            let Some(t) = parse_date(v) else { return false };
+            ordered(inst.registered_at.cmp(&t), op)
+        }
+        Subject::RunningTasksCount => {
+            let Arg::Value(v) = arg else { return false };
+            let Ok(n) = v.parse::<u32>() else {
+                return false;
+            };
+            ordered(live.tasks.cmp(&n), op)
+        }
+        Subject::TaskGroup => {
+            let any = |f: &dyn Fn(&str) -> bool| {
+                live.groups
+                    .iter()
+                    .any(|(group, &count)| count > 0 && f(group))
+            };
+            match (op, arg) {
+                (Op::Eq, Arg::Value(v)) => live.group_count(v) > 0,
+                (Op::Ne, Arg::Value(v)) => live.group_count(v) == 0,
+                (Op::In, Arg::List(vs)) => vs.iter().any(|v| live.group_count(v) > 0),
+                (Op::NotIn, Arg::List(vs)) => vs.iter().all(|v| live.group_count(v) == 0),
+                (Op::Matches, Arg::Value(p)) => any(&|g| wildcard(p, g)),
+                (Op::NotMatches, Arg::Value(p)) => !any(&|g| wildcard(p, g)),
+                _ => false,
+            }
+        }
+    }
+}
+
+fn value_op(value: Option<&str>, op: Op, arg: &Arg, order: fn(&str, &str) -> Ordering) -> bool {
+    match (op, arg) {
+        (Op::Eq, Arg::Value(v)) => value == Some(v.as_str()),
+        (Op::Ne, Arg::Value(v)) => value != Some(v.as_str()),
+        (Op::In, Arg::List(vs)) => value.is_some_and(|x| vs.iter().any(|v| v == x)),
+        (Op::NotIn, Arg::List(vs)) => !value.is_some_and(|x| vs.iter().any(|v| v == x)),
+        (Op::Matches, Arg::Value(p)) => value.is_some_and(|x| wildcard(p, x)),
+        (Op::NotMatches, Arg::Value(p)) => !value.is_some_and(|x| wildcard(p, x)),
+        (Op::Gt | Op::Ge | Op::Lt | Op::Le, Arg::Value(v)) => {
+            value.is_some_and(|x| ordered(order(x, v), op))
+        }
+        _ => false,
+    }
+}
+
+fn ordered(o: Ordering, op: Op) -> bool {
+    match op {
+        Op::Eq => o == Ordering::Equal,
+        Op::Ne => o != Ordering::Equal,
+        Op::Gt => o == Ordering::Greater,
+        Op::Ge => o != Ordering::Less,
+        Op::Lt => o == Ordering::Less,
+        Op::Le => o != Ordering::Greater,
+        _ => false,
+    }
+}
+
+fn compare_values(a: &str, b: &str) -> Ordering {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+        _ => a.cmp(b),
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself. Linear-time
+/// greedy matching with one backtrack point (the classic wildcard algorithm).
+pub fn wildcard(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    /// `*` spans any run, `.` is literal, and the whole value must match.
+    #[test]
+    fn wildcard_patterns() {
+        assert!(wildcard("t2.*", "t2.micro"));
+        assert!(wildcard("t2.*", "t2."));
+        assert!(!wildcard("t2.*", "t2"));
+        assert!(!wildcard("t2.*", "t2xmicro"));
+        assert!(wildcard("*.large", "m5.large"));
+        assert!(!wildcard("*.large", "m5.xlarge2"));
+        assert!(wildcard("us-*-1*", "us-east-1a"));
+        assert!(wildcard("*", ""));
+        assert!(!wildcard("a", "ab"));
+        assert!(wildcard("a*b*c", "aXbYbZc"));
+    }
+}

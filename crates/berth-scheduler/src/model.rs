@@ -1,0 +1,273 @@
+//! The cluster as the scheduler sees it: container instances, what runs on them, and
+//! what a task asks for. `ClusterState` keeps the remaining resources of every instance
+//! as counters it updates with each placement (O(1) per task, plus the port set).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+/// The attribute ECS sets to the instance's Availability Zone.
+pub const ATTR_AVAILABILITY_ZONE: &str = "ecs.availability-zone";
+/// The attribute ECS sets to the EC2 instance type.
+pub const ATTR_INSTANCE_TYPE: &str = "ecs.instance-type";
+/// The attribute ECS sets to the operating system (`linux`, `windows`).
+pub const ATTR_OS_TYPE: &str = "ecs.os-type";
+
+/// A container instance's id (EC2-style, `i-0abc…`); `ec2InstanceId` in queries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(pub String);
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for InstanceId {
+    fn from(s: &str) -> Self {
+        InstanceId(s.to_owned())
+    }
+}
+
+/// ECS container instance status as far as placement cares: DRAINING instances get no
+/// new tasks (ECS "container instance draining").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceStatus {
+    Active,
+    Draining,
+}
+
+/// An amount of the three resources ECS schedules on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// CPU units (1024 per vCPU).
+    pub cpu_units: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Host ports that are *taken*: as ECS's `PORTS` resource, the registered set lists
+    /// the ports reserved at registration (22, 2375, 51678, …) and the remaining set adds
+    /// the static host ports of running tasks.
+    pub ports: BTreeSet<u16>,
+}
+
+/// A task already running (or placed) on an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedTask {
+    pub task_definition_family: String,
+    /// The task group (`service:NAME` for a service's tasks, `family:NAME` by default
+    /// for RunTask); spread and distinctInstance count tasks of the same group.
+    pub group: String,
+    pub service: Option<String>,
+    /// CPU units reserved.
+    pub cpu: u32,
+    /// Memory reserved, MiB.
+    pub memory: u32,
+    /// Static host ports taken.
+    pub host_ports: Vec<u16>,
+}
+
+/// A registered container instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub arn: String,
+    /// Attributes: `ecs.availability-zone`, `ecs.instance-type`, `ecs.os-type`, custom
+    /// ones; an attribute may have no value (ECS allows that for custom attributes).
+    pub attributes: BTreeMap<String, Option<String>>,
+    pub registered: Resources,
+    pub status: InstanceStatus,
+    /// Whether the instance's agent is connected; tasks are never placed on a
+    /// disconnected agent (failure reason `AGENT`).
+    pub connected: bool,
+    /// Registration time, seconds since the Unix epoch (UTC).
+    pub registered_at: i64,
+    pub running: Vec<PlacedTask>,
+}
+
+/// What one task of a RunTask/service asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    /// CPU units.
+    pub cpu: u32,
+    /// Memory, MiB.
+    pub memory: u32,
+    /// Static host ports (`hostPort` ≠ 0 in bridge/host mode); dynamic ports need none.
+    pub host_ports: Vec<u16>,
+    pub family: String,
+    /// The task group; see [`TaskRequest::new`] for the ECS default.
+    pub group: String,
+    /// The service the task belongs to (changes the default strategy).
+    pub service: Option<String>,
+    /// The task definition's `requiresAttributes`: name and optional value; an instance
+    /// without them fails with `ATTRIBUTE`.
+    pub requires_attributes: Vec<(String, Option<String>)>,
+}
+
+impl TaskRequest {
+    /// A RunTask request with ECS's default group `family:FAMILY`.
+    pub fn new(family: &str, cpu: u32, memory: u32) -> Self {
+        TaskRequest {
+            cpu,
+            memory,
+            host_ports: Vec::new(),
+            family: family.to_owned(),
+            group: format!("family:{family}"),
+            service: None,
+            requires_attributes: Vec::new(),
+        }
+    }
+
+    /// The same request as a task of service `name` (group `service:NAME`).
+    pub fn for_service(mut self, name: &str) -> Self {
+        self.group = format!("service:{name}");
+        self.service = Some(name.to_owned());
+        self
+    }
+
+    fn to_placed(&self) -> PlacedTask {
+        PlacedTask {
+            task_definition_family: self.family.clone(),
+            group: self.group.clone(),
+            service: self.service.clone(),
+            cpu: self.cpu,
+            memory: self.memory,
+            host_ports: self.host_ports.clone(),
+        }
+    }
+}
+
+/// An instance's remaining resources (registered minus what runs). Signed: an instance
+/// registered smaller than what already runs on it shows a negative remainder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remaining<'a> {
+    pub cpu_units: i64,
+    pub memory_mib: i64,
+    /// Taken ports (reserved ∪ used).
+    pub ports: &'a BTreeSet<u16>,
+}
+
+/// Counters kept per instance so a placement is checked and recorded without walking
+/// the instance's task list.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Live {
+    pub(crate) cpu: i64,
+    pub(crate) memory: i64,
+    pub(crate) ports: BTreeSet<u16>,
+    /// Tasks per group on this instance.
+    pub(crate) groups: HashMap<String, u32>,
+    pub(crate) tasks: u32,
+}
+
+impl Live {
+    pub(crate) fn group_count(&self, group: &str) -> u32 {
+        self.groups.get(group).copied().unwrap_or(0)
+    }
+}
+
+/// Building a [`ClusterState`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("container instance {0} is listed twice")]
+    DuplicateInstance(InstanceId),
+}
+
+/// The cluster: instances and the counters derived from them. Changed only through its
+/// methods so the counters never drift from the task lists.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    pub(crate) instances: Vec<Instance>,
+    pub(crate) live: Vec<Live>,
+    by_id: HashMap<InstanceId, usize>,
+}
+
+impl ClusterState {
+    /// Takes the instances with their running tasks and derives the remaining resources.
+    pub fn new(instances: Vec<Instance>) -> Result<Self, StateError> {
+        let mut state = ClusterState::default();
+        for instance in instances {
+            state.add_instance(instance)?;
+        }
+        Ok(state)
+    }
+
+    /// Registers one more instance.
+    pub fn add_instance(&mut self, instance: Instance) -> Result<(), StateError> {
+        if self.by_id.contains_key(&instance.id) {
+            return Err(StateError::DuplicateInstance(instance.id));
+        }
+        let mut live = Live {
+            cpu: i64::from(instance.registered.cpu_units),
+            memory: i64::from(instance.registered.memory_mib),
+            ports: instance.registered.ports.clone(),
+            ..Live::default()
+        };
+        for task in &instance.running {
+            charge(&mut live, task);
+        }
+        self.by_id.insert(instance.id.clone(), self.instances.len());
+        self.instances.push(instance);
+        self.live.push(live);
+        Ok(())
+    }
+
+    /// All instances, in registration order.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    pub fn instance(&self, id: &InstanceId) -> Option<&Instance> {
+        self.by_id.get(id).map(|&i| &self.instances[i])
+    }
+
+    /// Registered minus running for instance `id`.
+    pub fn remaining(&self, id: &InstanceId) -> Option<Remaining<'_>> {
+        self.by_id.get(id).map(|&i| self.remaining_at(i))
+    }
+
+    pub(crate) fn remaining_at(&self, i: usize) -> Remaining<'_> {
+        let live = &self.live[i];
+        Remaining {
+            cpu_units: live.cpu,
+            memory_mib: live.memory,
+            ports: &live.ports,
+        }
+    }
+
+    /// Sets ACTIVE/DRAINING; false when there is no such instance.
+    pub fn set_status(&mut self, id: &InstanceId, status: InstanceStatus) -> bool {
+        self.by_id
+            .get(id)
+            .map(|&i| self.instances[i].status = status)
+            .is_some()
+    }
+
+    /// Marks the agent connected or not; false when there is no such instance.
+    pub fn set_connected(&mut self, id: &InstanceId, connected: bool) -> bool {
+        self.by_id
+            .get(id)
+            .map(|&i| self.instances[i].connected = connected)
+            .is_some()
+    }
+
+    /// Whether instance `id` satisfies a cluster query (for `ListContainerInstances
+    /// --filter`); None when there is no such instance.
+    pub fn matches(&self, id: &InstanceId, expr: &crate::query::Expr) -> Option<bool> {
+        self.by_id
+            .get(id)
+            .map(|&i| crate::eval::eval(expr, &self.instances[i], &self.live[i]))
+    }
+
+    /// Records a task placed on instance index `i` (the placement loop's update).
+    pub(crate) fn record(&mut self, i: usize, req: &TaskRequest) {
+        let task = req.to_placed();
+        charge(&mut self.live[i], &task);
+        self.instances[i].running.push(task);
+    }
+}
+
+fn charge(live: &mut Live, task: &PlacedTask) {
+    live.cpu -= i64::from(task.cpu);
+    live.memory -= i64::from(task.memory);
+    live.ports.extend(task.host_ports.iter().copied());
+    *live.groups.entry(task.group.clone()).or_insert(0) += 1;
+    live.tasks += 1;
+}
