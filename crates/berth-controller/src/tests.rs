@@ -690,6 +690,22 @@ fn breaker_trip_sets_failed_and_reasons() {
         == format!("(service web) (deployment {bad}) deployment failed: tasks failed to start.")));
 }
 
+/// Tasks that run but fail their health checks trip the breaker too (they are stopped
+/// as failures) and the service rolls back.
+#[test]
+fn sim_unhealthy_image_trips_breaker_and_rolls_back() {
+    let mut sim = Sim::new(breaker(true), T0);
+    sim.run(100).unwrap();
+    let good = primary_id(&sim.state);
+    sim.unhealthy.insert(TD2.into());
+    sim.state = update(&sim.spec, &sim.state, Some(TD2), false, sim.now_ms).unwrap();
+    sim.run(200).unwrap();
+    assert!(sim.is_steady());
+    assert_eq!(primary_id(&sim.state), good);
+    assert!(sim.saw_event("failed container health checks."));
+    assert!(sim.saw_event("deployment failed: tasks failed to start."));
+}
+
 /// Without rollback, a tripped deployment launches nothing more and old tasks keep serving.
 #[test]
 fn sim_breaker_without_rollback_stalls_with_old_tasks() {
@@ -952,7 +968,9 @@ struct Scenario {
     fail_first: u32,
     breaker: bool,
     rollback: bool,
-    broken_update: bool,
+    /// 0: a good update; 1: its image fails to start; 2: its tasks run but fail
+    /// their health checks.
+    bad_update: u8,
     scale_to: u32,
     drain: usize,
     health_check: bool,
@@ -962,13 +980,13 @@ struct Scenario {
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
         (0u32..7, 0u32..=100, 100u32..=200, 0u32..6),
-        (any::<bool>(), any::<bool>(), any::<bool>(), 0u32..7),
+        (any::<bool>(), any::<bool>(), 0u8..3, 0u32..7),
         (0usize..3, any::<bool>(), proptest::option::of(0u32..60)),
     )
         .prop_map(
             |(
                 (desired, min, max, fail_first),
-                (breaker, rollback, broken_update, scale_to),
+                (breaker, rollback, bad_update, scale_to),
                 (drain, health_check, lb_grace),
             )| Scenario {
                 desired,
@@ -977,7 +995,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 fail_first,
                 breaker,
                 rollback,
-                broken_update,
+                bad_update,
                 scale_to,
                 drain,
                 health_check,
@@ -1022,9 +1040,14 @@ proptest! {
 
         // A new task definition, broken only where the breaker can end it (with desired
         // 0 a broken deployment completes at once, as in ECS, and fails only on scale-up).
-        let broken = sc.broken_update && sc.breaker && sc.desired > 0;
-        if broken {
+        // (Failing health checks need a health check to be seen.)
+        let broken = sc.breaker
+            && sc.desired > 0
+            && (sc.bad_update == 1 || (sc.bad_update == 2 && sc.health_check));
+        if broken && sc.bad_update == 1 {
             sim.broken.insert(TD2.into());
+        } else if broken {
+            sim.unhealthy.insert(TD2.into());
         }
         sim.state = update(&sim.spec, &sim.state, Some(TD2), false, sim.now_ms).unwrap();
         sim.run(800).map_err(|v| TestCaseError::fail(format!("update: {v:?}")))?;
