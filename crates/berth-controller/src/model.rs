@@ -360,7 +360,11 @@ impl ServiceState {
 
 /// What the caller must do after a round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "action")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "action"
+)]
 pub enum Action {
     /// Place and start `count` tasks of `task_definition`, started by `deployment_id`.
     Launch {

@@ -144,6 +144,28 @@ fn state_round_trips_through_json() {
     assert_eq!(back, out.state);
 }
 
+/// Actions serialize with camelCase names, tagged by kind.
+#[test]
+fn actions_serialize_camel_case() {
+    let a = Action::Launch {
+        deployment_id: "ecs-svc/1".into(),
+        task_definition: TD1.into(),
+        count: 2,
+    };
+    assert_eq!(
+        serde_json::to_value(&a).unwrap(),
+        serde_json::json!({"action": "launch", "deploymentId": "ecs-svc/1", "taskDefinition": TD1, "count": 2})
+    );
+    let s = Action::Stop {
+        task_id: "t".into(),
+        reason: "r".into(),
+    };
+    assert_eq!(
+        serde_json::to_value(&s).unwrap(),
+        serde_json::json!({"action": "stop", "taskId": "t", "reason": "r"})
+    );
+}
+
 /// The spec refuses unknown fields and fills ECS's defaults (100 %, 200 %, breaker off).
 #[test]
 fn spec_defaults_and_unknown_fields() {
