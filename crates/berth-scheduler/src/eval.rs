@@ -12,20 +12,22 @@
 
 use std::cmp::Ordering;
 
-use crate::model::{Instance, Live};
+use crate::model::ClusterState;
 use crate::parse::parse_date;
 use crate::query::{Arg, Expr, Op, Subject};
 
-pub(crate) fn eval(expr: &Expr, inst: &Instance, live: &Live) -> bool {
+/// Evaluates `expr` on instance index `i`.
+pub(crate) fn eval(expr: &Expr, state: &ClusterState, i: usize) -> bool {
     match expr {
-        Expr::And(a, b) => eval(a, inst, live) && eval(b, inst, live),
-        Expr::Or(a, b) => eval(a, inst, live) || eval(b, inst, live),
-        Expr::Not(e) => !eval(e, inst, live),
-        Expr::Cmp { subject, op, arg } => cmp(subject, *op, arg, inst, live),
+        Expr::And(a, b) => eval(a, state, i) && eval(b, state, i),
+        Expr::Or(a, b) => eval(a, state, i) || eval(b, state, i),
+        Expr::Not(e) => !eval(e, state, i),
+        Expr::Cmp { subject, op, arg } => cmp(subject, *op, arg, state, i),
     }
 }
 
-fn cmp(subject: &Subject, op: Op, arg: &Arg, inst: &Instance, live: &Live) -> bool {
+fn cmp(subject: &Subject, op: Op, arg: &Arg, state: &ClusterState, i: usize) -> bool {
+    let (inst, live) = (&state.instances[i], &state.live[i]);
     match subject {
         Subject::Attribute(name) => {
             let value = inst.attributes.get(name);
@@ -54,18 +56,14 @@ fn cmp(subject: &Subject, op: Op, arg: &Arg, inst: &Instance, live: &Live) -> bo
             ordered(live.tasks.cmp(&n), op)
         }
         Subject::TaskGroup => {
-            let any = |f: &dyn Fn(&str) -> bool| {
-                live.groups
-                    .iter()
-                    .any(|(group, &count)| count > 0 && f(group))
-            };
+            let runs = |g: &str| state.group_count(i, g) > 0;
             match (op, arg) {
-                (Op::Eq, Arg::Value(v)) => live.group_count(v) > 0,
-                (Op::Ne, Arg::Value(v)) => live.group_count(v) == 0,
-                (Op::In, Arg::List(vs)) => vs.iter().any(|v| live.group_count(v) > 0),
-                (Op::NotIn, Arg::List(vs)) => vs.iter().all(|v| live.group_count(v) == 0),
-                (Op::Matches, Arg::Value(p)) => any(&|g| wildcard(p, g)),
-                (Op::NotMatches, Arg::Value(p)) => !any(&|g| wildcard(p, g)),
+                (Op::Eq, Arg::Value(v)) => runs(v),
+                (Op::Ne, Arg::Value(v)) => !runs(v),
+                (Op::In, Arg::List(vs)) => vs.iter().any(|v| runs(v)),
+                (Op::NotIn, Arg::List(vs)) => !vs.iter().any(|v| runs(v)),
+                (Op::Matches, Arg::Value(p)) => state.groups_on(i).any(|g| wildcard(p, g)),
+                (Op::NotMatches, Arg::Value(p)) => !state.groups_on(i).any(|g| wildcard(p, g)),
                 _ => false,
             }
         }
@@ -107,14 +105,14 @@ fn compare_values(a: &str, b: &str) -> Ordering {
 }
 
 /// `*` matches any run of characters; everything else matches itself. Linear-time
-/// greedy matching with one backtrack point (the classic wildcard algorithm).
+/// greedy matching with one backtrack point (the classic wildcard algorithm), on bytes:
+/// UTF-8 literals still match only whole characters, and nothing is allocated.
 pub fn wildcard(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if pi < p.len() && p[pi] == t[ti] {
@@ -128,7 +126,7 @@ pub fn wildcard(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -148,5 +146,7 @@ mod tests {
         assert!(wildcard("*", ""));
         assert!(!wildcard("a", "ab"));
         assert!(wildcard("a*b*c", "aXbYbZc"));
+        assert!(wildcard("zone-*-é", "zone-x-é"));
+        assert!(!wildcard("zone-?", "zone-é"));
     }
 }

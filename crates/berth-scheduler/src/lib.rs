@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod eval;
+mod hash;
 mod model;
 mod parse;
 mod place;

@@ -3,6 +3,9 @@
 //! as counters it updates with each placement (O(1) per task, plus the port set).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::hash::FastMap;
 use std::fmt;
 
 /// The attribute ECS sets to the instance's Availability Zone.
@@ -152,15 +155,28 @@ pub(crate) struct Live {
     pub(crate) cpu: i64,
     pub(crate) memory: i64,
     pub(crate) ports: BTreeSet<u16>,
-    /// Tasks per group on this instance.
-    pub(crate) groups: HashMap<String, u32>,
+    /// Tasks per group (interned id, see `ClusterState::group_ids`) on this instance.
+    pub(crate) groups: FastMap<u32, u32>,
     pub(crate) tasks: u32,
 }
 
 impl Live {
-    pub(crate) fn group_count(&self, group: &str) -> u32 {
-        self.groups.get(group).copied().unwrap_or(0)
+    pub(crate) fn group_count(&self, group: u32) -> u32 {
+        self.groups.get(&group).copied().unwrap_or(0)
     }
+}
+
+/// Per instance, its value id for each of a list of attributes, and the partitions
+/// (distinct value tuples) they form. Attributes never change after registration, so
+/// this is cached per attribute list until an instance is added.
+#[derive(Debug)]
+pub(crate) struct Partitions {
+    /// `instances × attributes`, row-major.
+    pub(crate) inst_vals: Vec<u32>,
+    pub(crate) inst_part: Vec<u32>,
+    pub(crate) part_vals: Vec<Vec<u32>>,
+    /// Number of distinct values per attribute.
+    pub(crate) values: Vec<usize>,
 }
 
 /// Building a [`ClusterState`] failed.
@@ -177,6 +193,12 @@ pub struct ClusterState {
     pub(crate) instances: Vec<Instance>,
     pub(crate) live: Vec<Live>,
     by_id: HashMap<InstanceId, usize>,
+    group_ids: FastMap<String, u32>,
+    /// Results of task-independent `memberOf` expressions per instance, by expression
+    /// text; valid until an instance is added (attributes, ids and registration times
+    /// never change; status and agent connection are checked apart).
+    static_masks: FastMap<String, Arc<Vec<bool>>>,
+    partitions: FastMap<Vec<String>, Arc<Partitions>>,
 }
 
 impl ClusterState {
@@ -201,8 +223,11 @@ impl ClusterState {
             ..Live::default()
         };
         for task in &instance.running {
-            charge(&mut live, task);
+            let g = self.group_id(&task.group);
+            charge(&mut live, task, g);
         }
+        self.static_masks.clear();
+        self.partitions.clear();
         self.by_id.insert(instance.id.clone(), self.instances.len());
         self.instances.push(instance);
         self.live.push(live);
@@ -253,21 +278,102 @@ impl ClusterState {
     pub fn matches(&self, id: &InstanceId, expr: &crate::query::Expr) -> Option<bool> {
         self.by_id
             .get(id)
-            .map(|&i| crate::eval::eval(expr, &self.instances[i], &self.live[i]))
+            .map(|&i| crate::eval::eval(expr, self, i))
     }
 
-    /// Records a task placed on instance index `i` (the placement loop's update).
-    pub(crate) fn record(&mut self, i: usize, req: &TaskRequest) {
+    /// Records a task of group id `group` placed on instance index `i`.
+    pub(crate) fn record(&mut self, i: usize, req: &TaskRequest, group: u32) {
         let task = req.to_placed();
-        charge(&mut self.live[i], &task);
+        charge(&mut self.live[i], &task, group);
         self.instances[i].running.push(task);
+    }
+
+    /// The interned id of a group name, interning it if new.
+    pub(crate) fn group_id(&mut self, name: &str) -> u32 {
+        if let Some(&g) = self.group_ids.get(name) {
+            return g;
+        }
+        let g = self.group_ids.len() as u32;
+        self.group_ids.insert(name.to_owned(), g);
+        g
+    }
+
+    /// Tasks of group `name` on instance `i`.
+    pub(crate) fn group_count(&self, i: usize, name: &str) -> u32 {
+        self.group_ids
+            .get(name)
+            .map_or(0, |&g| self.live[i].group_count(g))
+    }
+
+    /// The names of the groups with tasks on instance `i`.
+    pub(crate) fn groups_on(&self, i: usize) -> impl Iterator<Item = &str> {
+        let live = &self.live[i];
+        self.group_ids
+            .iter()
+            .filter(move |(_, g)| live.group_count(**g) > 0)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// `expr` (one that does not [`vary`](crate::Expr::varies)) evaluated on every instance, cached.
+    pub(crate) fn static_mask(&mut self, expr: &crate::query::Expr) -> Arc<Vec<bool>> {
+        let text = expr.to_string();
+        if let Some(m) = self.static_masks.get(&text) {
+            return Arc::clone(m);
+        }
+        let mask: Arc<Vec<bool>> = Arc::new(
+            (0..self.instances.len())
+                .map(|i| crate::eval::eval(expr, self, i))
+                .collect(),
+        );
+        self.static_masks.insert(text, Arc::clone(&mask));
+        mask
+    }
+
+    /// The partitions of the instances by the values of `names`, cached.
+    pub(crate) fn partitions(&mut self, names: &[String]) -> Arc<Partitions> {
+        if let Some(p) = self.partitions.get(names) {
+            return Arc::clone(p);
+        }
+        let k = names.len();
+        let n = self.instances.len();
+        let mut ids: Vec<FastMap<Option<&str>, u32>> = vec![FastMap::default(); k];
+        let mut inst_vals = Vec::with_capacity(n * k);
+        for inst in &self.instances {
+            for (s, name) in names.iter().enumerate() {
+                let value = inst.attributes.get(name).and_then(|v| v.as_deref());
+                let next = ids[s].len() as u32;
+                inst_vals.push(*ids[s].entry(value).or_insert(next));
+            }
+        }
+        let mut parts: FastMap<&[u32], u32> = FastMap::default();
+        let mut part_vals = Vec::new();
+        let mut inst_part = Vec::with_capacity(n);
+        for i in 0..n {
+            let vals = &inst_vals[i * k..(i + 1) * k];
+            let next = part_vals.len() as u32;
+            let p = *parts.entry(vals).or_insert(next);
+            if p == next {
+                part_vals.push(vals.to_vec());
+            }
+            inst_part.push(p);
+        }
+        let values = ids.iter().map(FastMap::len).collect();
+        drop(parts);
+        let p = Arc::new(Partitions {
+            inst_vals,
+            inst_part,
+            part_vals,
+            values,
+        });
+        self.partitions.insert(names.to_vec(), Arc::clone(&p));
+        p
     }
 }
 
-fn charge(live: &mut Live, task: &PlacedTask) {
+fn charge(live: &mut Live, task: &PlacedTask, group: u32) {
     live.cpu -= i64::from(task.cpu);
     live.memory -= i64::from(task.memory);
     live.ports.extend(task.host_ports.iter().copied());
-    *live.groups.entry(task.group.clone()).or_insert(0) += 1;
+    *live.groups.entry(group).or_insert(0) += 1;
     live.tasks += 1;
 }

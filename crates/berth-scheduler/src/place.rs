@@ -6,23 +6,28 @@
 //! so an instance's eligibility and its place in the order change only when a task is
 //! placed *on it*. We therefore:
 //! - check every instance once when the call starts (resources, ports, agent,
-//!   `requiresAttributes`, constraints) and keep only the eligible ones;
+//!   `requiresAttributes`, constraints) and keep only the eligible ones; a `memberOf`
+//!   expression that cannot change after registration is evaluated once per instance
+//!   and cached in the state across calls, so a call costs ~tens of ns per instance;
 //! - split them into partitions by the values of the `spread(attribute:…)` fields
-//!   (typically one per Availability Zone); inside a partition those spread counts are
-//!   the same for everyone, so each partition is a `BTreeSet` ordered by the remaining
-//!   per-instance keys (binpack remainders, per-instance spread counts);
-//! - per task, compare only the first entry of each partition (O(partitions · log n)),
-//!   then re-check and re-insert just the chosen instance.
+//!   (typically one per Availability Zone; also cached); inside a partition those spread counts are
+//!   the same for everyone, so each partition is a min-heap (built in O(n)) over the
+//!   remaining per-instance keys (binpack remainders, per-instance spread counts);
+//! - per task, compare only the top of each partition (O(partitions + log n)), then
+//!   re-check and re-push just the chosen instance; its old heap entry goes stale (a
+//!   generation number per instance tells) and is dropped when it reaches the top.
 //!
 //! Ties left after all strategies are broken by fewest tasks of the request's group on
 //! the instance, then by a per-instance rank drawn from the seed. An explicit `random`
 //! strategy instead draws uniformly among the tied instances (O(ties) per task).
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::eval::eval;
-use crate::model::{ClusterState, InstanceId, InstanceStatus, TaskRequest};
+use crate::model::{ClusterState, InstanceId, InstanceStatus, Partitions, TaskRequest};
 use crate::query::Expr;
 use crate::rng::{mix, Rng};
 use crate::strategy::{
@@ -139,7 +144,7 @@ pub fn place(
 const KEY_LEN: usize = MAX_STRATEGIES + 2;
 /// An instance's sort key: one entry per strategy, then group count, then seeded rank.
 type Key = [i64; KEY_LEN];
-const NONE: u32 = u32::MAX;
+type Entry = (Key, u32, u32);
 
 #[derive(Debug, Clone, Copy)]
 enum Slot {
@@ -162,51 +167,62 @@ enum Reject {
     Ports,
 }
 
-/// Interned values of one spread attribute; `None` (absent or valueless) is a value too.
-#[derive(Debug, Default)]
-struct AttrSlot<'s> {
-    name: &'s str,
-    ids: HashMap<&'s str, u32>,
-    none: Option<u32>,
-    /// Tasks of the request's group per value, over all ACTIVE instances.
-    counts: Vec<i64>,
+/// A `memberOf` constraint, precompiled: task-independent expressions are looked up
+/// in a per-instance mask cached in the state; the others are evaluated each time.
+enum Member<'r> {
+    Static(usize, &'r Expr, Arc<Vec<bool>>),
+    Dynamic(usize, &'r Expr),
 }
 
-impl<'s> AttrSlot<'s> {
-    fn intern(&mut self, value: Option<&'s str>) -> u32 {
-        let next = self.counts.len() as u32;
-        let id = match value {
-            Some(v) => *self.ids.entry(v).or_insert(next),
-            None => *self.none.get_or_insert(next),
+impl Member<'_> {
+    fn holds(&self, state: &ClusterState, i: usize) -> Result<(), usize> {
+        let ok = match self {
+            Member::Static(_, _, mask) => mask[i],
+            Member::Dynamic(_, e) => eval(e, state, i),
         };
-        if id == next {
-            self.counts.push(0);
+        if ok {
+            Ok(())
+        } else {
+            Err(self.index())
         }
-        id
+    }
+
+    fn index(&self) -> usize {
+        match self {
+            Member::Static(n, ..) | Member::Dynamic(n, _) => *n,
+        }
+    }
+
+    fn expr(&self) -> &Expr {
+        match self {
+            Member::Static(_, e, _) | Member::Dynamic(_, e) => e,
+        }
     }
 }
 
 struct Plan<'r> {
     req: &'r TaskRequest,
+    /// The request's interned group id.
+    group: u32,
     slots: Vec<Slot>,
     /// The chain ends with `random` after `slots`.
     random: bool,
-    members: Vec<(usize, &'r Expr)>,
+    members: Vec<Member<'r>>,
     distinct: bool,
     seed: u64,
     rng: Rng,
+    /// Per spread attribute, tasks of the group per value over ACTIVE instances.
     counts: Vec<Vec<i64>>,
-    /// Per instance, its value id in each attribute slot (`n × slots` row-major).
-    inst_vals: Vec<u32>,
-    part_vals: Vec<Vec<u32>>,
-    sets: Vec<BTreeSet<(Key, u32)>>,
-    inst_part: Vec<u32>,
-    inst_key: Vec<Option<Key>>,
+    parts: Arc<Partitions>,
+    /// Per partition, a min-heap of (key, instance, generation).
+    heaps: Vec<BinaryHeap<Reverse<Entry>>>,
+    /// Per instance, the generation of its one live heap entry (bumped on every change).
+    inst_gen: Vec<u32>,
 }
 
 impl<'r> Plan<'r> {
     fn new(
-        state: &ClusterState,
+        state: &mut ClusterState,
         req: &'r TaskRequest,
         strategies: &'r [PlacementStrategy],
         constraints: &'r [PlacementConstraint],
@@ -214,7 +230,7 @@ impl<'r> Plan<'r> {
     ) -> Self {
         let mut slots = Vec::new();
         let mut random = false;
-        let mut attr_slots: Vec<AttrSlot<'_>> = Vec::new();
+        let mut attr_names: Vec<String> = Vec::new();
         for s in strategies.iter().take(MAX_STRATEGIES) {
             match s {
                 PlacementStrategy::Binpack(f) => slots.push(Slot::Binpack(*f)),
@@ -222,11 +238,8 @@ impl<'r> Plan<'r> {
                     slots.push(Slot::SpreadInstance)
                 }
                 PlacementStrategy::Spread(SpreadField::Attribute(name)) => {
-                    slots.push(Slot::SpreadAttr(attr_slots.len()));
-                    attr_slots.push(AttrSlot {
-                        name,
-                        ..AttrSlot::default()
-                    });
+                    slots.push(Slot::SpreadAttr(attr_names.len()));
+                    attr_names.push(name.clone());
                 }
                 PlacementStrategy::Random => {
                     // Nothing after random can break a tie random leaves.
@@ -240,61 +253,53 @@ impl<'r> Plan<'r> {
         for (n, c) in constraints.iter().enumerate() {
             match c {
                 PlacementConstraint::DistinctInstance => distinct = true,
-                PlacementConstraint::MemberOf(e) => members.push((n, e)),
+                PlacementConstraint::MemberOf(e) if e.varies() => {
+                    members.push(Member::Dynamic(n, e))
+                }
+                PlacementConstraint::MemberOf(e) => {
+                    members.push(Member::Static(n, e, state.static_mask(e)))
+                }
             }
         }
+        let group = state.group_id(&req.group);
+        let parts = state.partitions(&attr_names);
+        let state = &*state;
 
         let n = state.instances.len();
-        let k = attr_slots.len();
-        let mut inst_vals = vec![NONE; n * k];
-        for (i, inst) in state.instances.iter().enumerate() {
-            if inst.status == InstanceStatus::Draining {
-                continue;
-            }
-            let group_tasks = i64::from(state.live[i].group_count(&req.group));
-            for (s, slot) in attr_slots.iter_mut().enumerate() {
-                let value = inst.attributes.get(slot.name).and_then(|v| v.as_deref());
-                let id = slot.intern(value);
-                slot.counts[id as usize] += group_tasks;
-                inst_vals[i * k + s] = id;
-            }
-        }
-        let counts = attr_slots.into_iter().map(|s| s.counts).collect();
-
+        let k = attr_names.len();
+        let mut counts: Vec<Vec<i64>> = parts.values.iter().map(|&v| vec![0; v]).collect();
+        let mut entries: Vec<Vec<Reverse<Entry>>> = vec![Vec::new(); parts.part_vals.len()];
         let mut plan = Plan {
             req,
+            group,
             slots,
             random,
             members,
             distinct,
             seed,
             rng: Rng::new(seed),
-            counts,
-            inst_vals,
-            part_vals: Vec::new(),
-            sets: Vec::new(),
-            inst_part: vec![NONE; n],
-            inst_key: vec![None; n],
+            counts: Vec::new(),
+            parts: Arc::clone(&parts),
+            heaps: Vec::new(),
+            inst_gen: vec![0; n],
         };
-        let mut partitions: HashMap<Vec<u32>, u32> = HashMap::new();
         for i in 0..n {
             if state.instances[i].status == InstanceStatus::Draining {
                 continue;
             }
-            let vals = &plan.inst_vals[i * k..(i + 1) * k];
-            let p = match partitions.get(vals) {
-                Some(&p) => p,
-                None => {
-                    let p = plan.sets.len() as u32;
-                    partitions.insert(vals.to_vec(), p);
-                    plan.part_vals.push(vals.to_vec());
-                    plan.sets.push(BTreeSet::new());
-                    p
+            let group_tasks = i64::from(state.live[i].group_count(group));
+            if group_tasks > 0 {
+                for (s, c) in counts.iter_mut().enumerate() {
+                    c[parts.inst_vals[i * k + s] as usize] += group_tasks;
                 }
-            };
-            plan.inst_part[i] = p;
-            plan.refresh(state, i);
+            }
+            if plan.check(state, i).is_ok() {
+                let p = parts.inst_part[i] as usize;
+                entries[p].push(Reverse((plan.key(state, i), i as u32, 0)));
+            }
         }
+        plan.counts = counts;
+        plan.heaps = entries.into_iter().map(BinaryHeap::from).collect();
         plan
     }
 
@@ -315,12 +320,10 @@ impl<'r> Plan<'r> {
                 _ => return Err(Reject::Attribute(a)),
             }
         }
-        for &(n, e) in &self.members {
-            if !eval(e, inst, live) {
-                return Err(Reject::MemberOf(n));
-            }
+        for m in &self.members {
+            m.holds(state, i).map_err(Reject::MemberOf)?;
         }
-        if self.distinct && live.group_count(&req.group) > 0 {
+        if self.distinct && live.group_count(self.group) > 0 {
             return Err(Reject::Distinct);
         }
         if live.cpu < i64::from(req.cpu) {
@@ -337,7 +340,7 @@ impl<'r> Plan<'r> {
 
     fn key(&self, state: &ClusterState, i: usize) -> Key {
         let live = &state.live[i];
-        let group = i64::from(live.group_count(&self.req.group));
+        let group = i64::from(live.group_count(self.group));
         let mut key = [0; KEY_LEN];
         for (pos, slot) in self.slots.iter().enumerate() {
             key[pos] = match slot {
@@ -356,32 +359,36 @@ impl<'r> Plan<'r> {
     fn full(&self, mut key: Key, part: usize) -> Key {
         for (pos, slot) in self.slots.iter().enumerate() {
             if let Slot::SpreadAttr(k) = slot {
-                key[pos] = self.counts[*k][self.part_vals[part][*k] as usize];
+                key[pos] = self.counts[*k][self.parts.part_vals[part][*k] as usize];
             }
         }
         key
     }
 
-    /// Re-checks instance `i` and puts it back in its partition's order if eligible.
+    /// Re-checks instance `i` (its state just changed) and re-pushes it if eligible.
     fn refresh(&mut self, state: &ClusterState, i: usize) {
-        let p = self.inst_part[i];
-        if p == NONE {
-            return;
-        }
-        if let Some(k) = self.inst_key[i].take() {
-            self.sets[p as usize].remove(&(k, i as u32));
-        }
+        let p = self.parts.inst_part[i];
+        self.inst_gen[i] = self.inst_gen[i].wrapping_add(1);
         if self.check(state, i).is_ok() {
-            let k = self.key(state, i);
-            self.sets[p as usize].insert((k, i as u32));
-            self.inst_key[i] = Some(k);
+            let entry = (self.key(state, i), i as u32, self.inst_gen[i]);
+            self.heaps[p as usize].push(Reverse(entry));
         }
+    }
+
+    fn live(&self, &(_, i, gen): &Entry) -> bool {
+        self.inst_gen[i as usize] == gen
     }
 
     fn pick(&mut self) -> Option<usize> {
         let mut best: Option<(Key, u32)> = None;
-        for (p, set) in self.sets.iter().enumerate() {
-            if let Some(&(k, i)) = set.first() {
+        for p in 0..self.heaps.len() {
+            while let Some(Reverse(top)) = self.heaps[p].peek() {
+                if self.live(top) {
+                    break;
+                }
+                self.heaps[p].pop();
+            }
+            if let Some(&Reverse((k, i, _))) = self.heaps[p].peek() {
                 let f = self.full(k, p);
                 if best.is_none_or(|b| (f, i) < b) {
                     best = Some((f, i));
@@ -392,24 +399,27 @@ impl<'r> Plan<'r> {
         if !self.random {
             return Some(best_i as usize);
         }
+        // `random`: uniform among the instances tied with the best on the strategies
+        // before it. Heap order is partial, so look at every live entry (O(n)).
         let r = self.slots.len();
         let mut ties = Vec::new();
-        for (p, set) in self.sets.iter().enumerate() {
-            for &(k, i) in set {
-                if self.full(k, p)[..r] != best_key[..r] {
-                    break;
+        for (p, heap) in self.heaps.iter().enumerate() {
+            for Reverse(e) in heap.iter() {
+                if self.live(e) && self.full(e.0, p)[..r] == best_key[..r] {
+                    ties.push(e.1);
                 }
-                ties.push(i);
             }
         }
+        // Heap iteration order is an implementation detail; sort so the seed decides.
+        ties.sort_unstable();
         Some(ties[self.rng.below(ties.len())] as usize)
     }
 
     fn commit(&mut self, state: &mut ClusterState, i: usize) {
-        state.record(i, self.req);
+        state.record(i, self.req, self.group);
         let k = self.counts.len();
         for s in 0..k {
-            let v = self.inst_vals[i * k + s] as usize;
+            let v = self.parts.inst_vals[i * k + s] as usize;
             self.counts[s][v] += 1;
         }
         self.refresh(state, i);
@@ -490,8 +500,8 @@ impl<'r> Plan<'r> {
                         format!("{} lacks attribute {want} required by the task definition{more}", inst.id)
                     }
                     Reject::MemberOf(n) => {
-                        let expr = match &self.members.iter().find(|m| m.0 == n) {
-                            Some((_, e)) => e.to_string(),
+                        let expr = match self.members.iter().find(|m| m.index() == n) {
+                            Some(m) => m.expr().to_string(),
                             None => String::new(),
                         };
                         format!("{} does not match memberOf({expr}){more}", inst.id)

@@ -112,15 +112,17 @@ pub enum Expr {
 }
 
 impl Expr {
-    /// Whether the expression's truth can change when tasks are placed (`task:group`,
-    /// `runningTasksCount`); the placement loop re-evaluates only those.
-    pub fn depends_on_tasks(&self) -> bool {
+    /// Whether the expression's truth on an instance can change after registration:
+    /// it reads `task:group` or `runningTasksCount` (placements change them) or
+    /// `agentConnected`. The others are evaluated once per instance and cached.
+    pub fn varies(&self) -> bool {
         match self {
-            Expr::Cmp { subject, .. } => {
-                matches!(subject, Subject::TaskGroup | Subject::RunningTasksCount)
-            }
-            Expr::And(a, b) | Expr::Or(a, b) => a.depends_on_tasks() || b.depends_on_tasks(),
-            Expr::Not(e) => e.depends_on_tasks(),
+            Expr::Cmp { subject, .. } => matches!(
+                subject,
+                Subject::TaskGroup | Subject::RunningTasksCount | Subject::AgentConnected
+            ),
+            Expr::And(a, b) | Expr::Or(a, b) => a.varies() || b.varies(),
+            Expr::Not(e) => e.varies(),
         }
     }
 

@@ -332,6 +332,50 @@ fn member_of_task_group_sees_placements_as_they_happen() {
     assert_eq!(p.failures[0].reason, FailureReason::MemberOf);
 }
 
+/// Cached memberOf results follow added instances and agent reconnections.
+#[test]
+fn member_of_cache_stays_current() {
+    let mut state = Cluster::new().instances(2).build();
+    let req = TaskRequest::new("web", 64, 64);
+    let only_new = member("attribute:ecs.instance-type == c5.large");
+    let p = place(
+        &mut state,
+        &req,
+        1,
+        &[],
+        std::slice::from_ref(&only_new),
+        SEED,
+    );
+    assert_eq!(p.failures[0].reason, FailureReason::MemberOf);
+    let mut extra = Cluster::new().instances(3).build_instances().remove(2);
+    extra
+        .attributes
+        .insert(ATTR_INSTANCE_TYPE.into(), Some("c5.large".into()));
+    state.add_instance(extra).unwrap();
+    assert_eq!(
+        ids(&place(&mut state, &req, 1, &[], &[only_new], SEED)),
+        ["i-2"]
+    );
+    let connected = member("agentConnected == true");
+    state.set_connected(&"i-0".into(), false);
+    state.set_connected(&"i-1".into(), false);
+    let p = place(
+        &mut state,
+        &req,
+        1,
+        &[],
+        std::slice::from_ref(&connected),
+        SEED,
+    );
+    assert_eq!(ids(&p), ["i-2"]);
+    state.set_connected(&"i-2".into(), false);
+    state.set_connected(&"i-1".into(), true);
+    assert_eq!(
+        ids(&place(&mut state, &req, 1, &[], &[connected], SEED)),
+        ["i-1"]
+    );
+}
+
 /// registeredAt, runningTasksCount, agentConnected, exists and in work as subjects.
 #[test]
 fn query_subjects() {
