@@ -19,3 +19,4 @@ mkdir -p "$ROOT/bench/out"
   --out "$ROOT/bench/out/report.md"
 "$VENV/bin/python" "$ROOT/bench/runtime.py" --berth "$BERTH_BIN" --venv "$VENV" \
   --out "$ROOT/bench/out/runtime.md"
+cargo run -q --release --manifest-path "$ROOT/Cargo.toml" -p berth-scheduler --example simulate | tee "$ROOT/bench/out/scheduler.txt"
