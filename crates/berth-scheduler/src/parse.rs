@@ -689,6 +689,26 @@ mod tests {
             })
         );
         assert_eq!(
+            parse("agentConnected == yes"),
+            Err(ParseError::InvalidValue {
+                value: "yes".into(),
+                expected: "boolean (true or false)",
+                at: 18
+            })
+        );
+        assert_eq!(
+            parse("attribute:a == x or"),
+            Err(ParseError::Expected {
+                expected: "a subject such as attribute:NAME",
+                found: "the end".into(),
+                at: 19
+            })
+        );
+        assert_eq!(
+            parse("attribute:a == x \\"),
+            Err(ParseError::UnexpectedChar { ch: '\\', at: 17 })
+        );
+        assert_eq!(
             parse(&"x".repeat(2001)),
             Err(ParseError::TooLong { len: 2001 })
         );

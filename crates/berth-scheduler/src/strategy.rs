@@ -170,9 +170,10 @@ pub fn check_limits(
 }
 
 /// The strategies used when a request gives none. ECS documents the service default as
-/// `spread(attribute:ecs.availability-zone)`; for standalone tasks (RunTask) we use
-/// `random`, ECS's behaviour for RunTask without a strategy. In both cases the ties left
-/// are broken by fewest tasks of the group on the instance (see [`crate::place`]).
+/// `spread(attribute:ecs.availability-zone)` ("Use strategies to define Amazon ECS task
+/// placement"); it names none for standalone tasks (RunTask), for which we choose
+/// `random`. In both cases the ties left are broken by fewest tasks of the group on the
+/// instance, then by a seeded rank (see [`crate::place`]).
 pub fn default_strategies(for_service: bool) -> Vec<PlacementStrategy> {
     if for_service {
         vec![PlacementStrategy::spread_zones()]

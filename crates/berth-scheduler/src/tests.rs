@@ -227,6 +227,55 @@ fn later_strategies_break_ties() {
     );
 }
 
+/// spread over an attribute some instances lack treats "no value" as one more value.
+#[test]
+fn spread_over_a_missing_attribute() {
+    let mut state = Cluster::new()
+        .instances(3)
+        .with(0, |i| {
+            i.attributes.insert("rack".into(), Some("r1".into()));
+        })
+        .with(1, |i| {
+            i.attributes.insert("rack".into(), Some("r2".into()));
+        })
+        .build();
+    let req = TaskRequest::new("web", 64, 64);
+    let rack = PlacementStrategy::from_api("spread", Some("attribute:rack")).unwrap();
+    let p = place(&mut state, &req, 3, &[rack], &[], SEED);
+    assert_eq!(
+        per_instance(&p).len(),
+        3,
+        "r1, r2 and the rack-less i-2 each get one"
+    );
+}
+
+/// random after binpack only draws among the fullest instances.
+#[test]
+fn random_breaks_only_the_remaining_ties() {
+    let chain = [
+        PlacementStrategy::Binpack(BinpackField::Memory),
+        PlacementStrategy::Random,
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..30 {
+        let mut state = Cluster::new()
+            .instances(6)
+            .with(4, |i| i.registered.memory_mib = 1024)
+            .with(5, |i| i.registered.memory_mib = 1024)
+            .build();
+        let p = place(
+            &mut state,
+            &TaskRequest::new("web", 64, 64),
+            1,
+            &chain,
+            &[],
+            seed,
+        );
+        seen.insert(p.placed[0].0.clone());
+    }
+    assert_eq!(seen, ["i-4", "i-5"].map(String::from).into_iter().collect());
+}
+
 /// random: the same seed gives the same placement; the choice varies with the seed
 /// and stays within the eligible instances.
 #[test]
