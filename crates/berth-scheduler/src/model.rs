@@ -179,6 +179,10 @@ pub(crate) struct Partitions {
     pub(crate) values: Vec<usize>,
 }
 
+/// How many memberOf masks (and, apart, partitionings) a state keeps before starting
+/// over: expressions come from API callers, so the cache must not grow without bound.
+const MAX_CACHED: usize = 64;
+
 /// Building a [`ClusterState`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
@@ -325,6 +329,9 @@ impl ClusterState {
                 .map(|i| crate::eval::eval(expr, self, i))
                 .collect(),
         );
+        if self.static_masks.len() >= MAX_CACHED {
+            self.static_masks.clear();
+        }
         self.static_masks.insert(text, Arc::clone(&mask));
         mask
     }
@@ -365,6 +372,9 @@ impl ClusterState {
             part_vals,
             values,
         });
+        if self.partitions.len() >= MAX_CACHED {
+            self.partitions.clear();
+        }
         self.partitions.insert(names.to_vec(), Arc::clone(&p));
         p
     }
