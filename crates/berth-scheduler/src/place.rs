@@ -124,7 +124,7 @@ pub fn place(
     } else {
         strategies
     };
-    let mut plan = Plan::new(state, req, strategies, constraints, seed);
+    let mut plan = Plan::new(state, req, strategies, constraints, seed, count);
     let mut out = Placement::default();
     for _ in 0..count {
         match plan.pick() {
@@ -142,6 +142,8 @@ pub fn place(
 }
 
 const KEY_LEN: usize = MAX_STRATEGIES + 2;
+/// Calls placing at most this many tasks scan instead of building heaps.
+const SCAN_MAX_COUNT: u32 = 2;
 /// An instance's sort key: one entry per strategy, then group count, then seeded rank.
 type Key = [i64; KEY_LEN];
 type Entry = (Key, u32, u32);
@@ -216,6 +218,9 @@ struct Plan<'r> {
     parts: Arc<Partitions>,
     /// Per partition, a min-heap of (key, instance, generation).
     heaps: Vec<BinaryHeap<Reverse<Entry>>>,
+    /// For calls placing few tasks: unordered entries scanned per task instead of heaps
+    /// (a scan costs less than building a heap when it happens once or twice).
+    scan: Option<Vec<Vec<Entry>>>,
     /// Per instance, the generation of its one live heap entry (bumped on every change).
     inst_gen: Vec<u32>,
 }
@@ -227,6 +232,7 @@ impl<'r> Plan<'r> {
         strategies: &'r [PlacementStrategy],
         constraints: &'r [PlacementConstraint],
         seed: u64,
+        count: u32,
     ) -> Self {
         let mut slots = Vec::new();
         let mut random = false;
@@ -281,6 +287,7 @@ impl<'r> Plan<'r> {
             counts: Vec::new(),
             parts: Arc::clone(&parts),
             heaps: Vec::new(),
+            scan: None,
             inst_gen: vec![0; n],
         };
         for i in 0..n {
@@ -299,7 +306,16 @@ impl<'r> Plan<'r> {
             }
         }
         plan.counts = counts;
-        plan.heaps = entries.into_iter().map(BinaryHeap::from).collect();
+        if count <= SCAN_MAX_COUNT && !plan.random {
+            plan.scan = Some(
+                entries
+                    .into_iter()
+                    .map(|v| v.into_iter().map(|Reverse(e)| e).collect())
+                    .collect(),
+            );
+        } else {
+            plan.heaps = entries.into_iter().map(BinaryHeap::from).collect();
+        }
         plan
     }
 
@@ -371,7 +387,10 @@ impl<'r> Plan<'r> {
         self.inst_gen[i] = self.inst_gen[i].wrapping_add(1);
         if self.check(state, i).is_ok() {
             let entry = (self.key(state, i), i as u32, self.inst_gen[i]);
-            self.heaps[p as usize].push(Reverse(entry));
+            match &mut self.scan {
+                Some(scan) => scan[p as usize].push(entry),
+                None => self.heaps[p as usize].push(Reverse(entry)),
+            }
         }
     }
 
@@ -381,6 +400,23 @@ impl<'r> Plan<'r> {
 
     fn pick(&mut self) -> Option<usize> {
         let mut best: Option<(Key, u32)> = None;
+        if let Some(scan) = &self.scan {
+            for (p, entries) in scan.iter().enumerate() {
+                let mut top: Option<&Entry> = None;
+                for e in entries {
+                    if self.live(e) && top.is_none_or(|t| (e.0, e.1) < (t.0, t.1)) {
+                        top = Some(e);
+                    }
+                }
+                if let Some(&(k, i, _)) = top {
+                    let f = self.full(k, p);
+                    if best.is_none_or(|b| (f, i) < b) {
+                        best = Some((f, i));
+                    }
+                }
+            }
+            return best.map(|(_, i)| i as usize);
+        }
         for p in 0..self.heaps.len() {
             while let Some(Reverse(top)) = self.heaps[p].peek() {
                 if self.live(top) {
