@@ -4,11 +4,24 @@
 //! Every component keeps its durable records here and nowhere else. Keys are
 //! `/`-separated paths; values are JSON documents. Each committed transaction bumps
 //! one global revision, and every entry remembers the revision that last wrote it, so
-//! callers can do compare-and-swap exactly as with etcd's `Txn`. The embedded engine
-//! ([`Embedded`]) keeps the whole map in memory and makes every transaction durable in an
-//! append-only log (one JSON line per transaction, `fdatasync`ed before the call returns),
-//! folded into a snapshot on open and when the log grows. A torn last line — a crash in
-//! the middle of an append — is a transaction that never committed and is dropped.
+//! callers can do compare-and-swap exactly as with etcd's `Txn`.
+//!
+//! Changes are observed with [`Store::watch`]: the events under a prefix, in revision
+//! order, starting after a revision the caller read at ([`Store::list_with_revision`]).
+//! Recent history is kept in memory (bounded) so a watch can start in the past; a watch
+//! from before that history ends with [`WatchEnd::Compacted`] and a watcher that falls
+//! behind with [`WatchEnd::Lagged`] — the caller re-lists and watches again, as with
+//! etcd. A slow watcher never slows a writer.
+//!
+//! The embedded engine ([`Embedded`]) keeps the whole map in memory and makes every
+//! transaction durable in an append-only log (one JSON line per transaction,
+//! `fdatasync`ed before the call returns), folded atomically into a snapshot on open and
+//! whenever the log outgrows a bound, so disk use stays bounded under any number of
+//! writes. After a crash at any point (kill -9, including mid-compaction) it reopens
+//! into exactly the committed transactions: a torn last line — a crash in the middle of
+//! an append, a transaction that never returned — is dropped; damage anywhere else is a
+//! [`StateError::Corrupt`] naming the line. `docs/state.md` lists the promises and the
+//! tests that prove each.
 //!
 //! The boundary: no component above this crate touches the files it writes. etcd
 //! becomes a second implementation of [`Store`] when berth runs more than one
@@ -16,8 +29,12 @@
 #![forbid(unsafe_code)]
 
 mod embedded;
+mod watch;
 
-pub use embedded::Embedded;
+pub use embedded::{
+    Embedded, Options, COMPACT_LOG_BYTES, HISTORY_BYTES, HISTORY_REVISIONS, WATCH_BUFFER_EVENTS,
+};
+pub use watch::{EventKind, Watch, WatchEnd, WatchEvent};
 
 /// A global revision: bumped by one for every committed transaction.
 pub type Revision = u64;
@@ -27,6 +44,14 @@ pub type Revision = u64;
 pub struct Entry {
     pub value: String,
     pub mod_revision: Revision,
+}
+
+/// The entries under a prefix and the revision they were read at: watch from
+/// `revision` to see every change after the listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub revision: Revision,
+    pub entries: Vec<(String, Entry)>,
 }
 
 /// A write inside a transaction.
@@ -75,14 +100,23 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("state log {path} is corrupt at line {line}")]
-    Corrupt { path: String, line: usize },
+    #[error("state file {path} is corrupt at line {line}: {reason}")]
+    Corrupt {
+        path: String,
+        line: usize,
+        reason: String,
+    },
     #[error("cannot write state log {path}")]
     Write {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "state log {path} refuses writes after a failed fsync left its contents unknown; \
+         restart berth to recover from the log"
+    )]
+    Poisoned { path: String },
 }
 
 /// The store interface every component uses.
@@ -95,6 +129,14 @@ pub trait Store: Send + Sync + 'static {
     fn txn(&self, compares: &[Compare], ops: Vec<Op>) -> Result<Revision, StateError>;
     /// The current revision.
     fn revision(&self) -> Revision;
+    /// As [`Store::list`], with the revision the entries were read at (atomically).
+    fn list_with_revision(&self, prefix: &str) -> Listing;
+    /// The changes to keys under `prefix` committed after `from_revision` (`None`: after
+    /// the current revision), in revision order. Events still in the history are
+    /// replayed first; if `from_revision` is older than the history, the watch ends at
+    /// once with [`WatchEnd::Compacted`]. The watch is cancelled with
+    /// [`WatchEnd::Lagged`] if its reader falls too far behind; it never blocks a writer.
+    fn watch(&self, prefix: &str, from_revision: Option<Revision>) -> Watch;
 
     /// Convenience: an unconditional put.
     fn put(&self, key: &str, value: String) -> Result<Revision, StateError> {
