@@ -575,6 +575,29 @@ pub fn authenticate(
 }
 
 /// Binds `addr` and runs the server until Ctrl-C or SIGTERM.
+/// How often services are reconciled when nothing changed, at the latest.
+pub const SERVICE_RESYNC: Duration = Duration::from_secs(1);
+
+/// Keeps every ECS service converging: a round on every change of the ECS state and
+/// every second (deployments and backoff move with time).
+fn spawn_service_controller(app: Arc<App>) {
+    tokio::spawn(async move {
+        let mut changes = app.ecs.changes();
+        loop {
+            let a = app.clone();
+            match tokio::task::spawn_blocking(move || a.ecs.reconcile_services()).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "service reconciliation failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "service reconciliation panicked"),
+                Ok(Ok(())) => {}
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(SERVICE_RESYNC) => {}
+            }
+        }
+    });
+}
+
 /// Starts the built-in agent and its task metadata endpoint.
 async fn start_agent(app: &Arc<App>, config: berth_agent::AgentConfig) -> Result<(), ServerError> {
     let port = config.metadata_port;
@@ -614,6 +637,7 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
         start_agent(&app, a).await?;
     }
     spawn_background(app.clone(), &config);
+    spawn_service_controller(app.clone());
     let addr = listener.local_addr().map_err(ServerError::Accept)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth server listening (registry at /v2/, AWS APIs at POST /)");
     serve(listener, app, shutdown_signal()).await?;

@@ -18,6 +18,10 @@ pub enum EcsError {
     ClusterNotFound,
     #[error("The Cluster cannot be deleted while Tasks are active.")]
     ClusterContainsTasks,
+    #[error("Service not found.")]
+    ServiceNotFound,
+    #[error("{0}")]
+    ServiceNotActive(String),
     #[error("{0}")]
     UnknownOperation(String),
     #[error("{0}")]
@@ -36,6 +40,8 @@ impl EcsError {
             InvalidParameter(_) => "InvalidParameterException",
             ClusterNotFound => "ClusterNotFoundException",
             ClusterContainsTasks => "ClusterContainsTasksException",
+            ServiceNotFound => "ServiceNotFoundException",
+            ServiceNotActive(_) => "ServiceNotActiveException",
             UnknownOperation(_) => "UnknownOperationException",
             Serialization(_) => "SerializationException",
             Server(_) => "ServerException",

@@ -13,12 +13,16 @@
 //! - `/ecs/families/<family>`: the family's last revision number (never reused);
 //! - `/ecs/taskdefs/<family>/<revision, 10 digits>`: a task definition and its tags;
 //! - `/ecs/tasks/<cluster>/<id>`: a task, the agent it is assigned to and the effective
-//!   definition (overrides applied) the agent runs.
+//!   definition (overrides applied) the agent runs;
+//! - `/ecs/services/<cluster>/<name>`: a service: its ECS fields, the controller's spec
+//!   and state (deployments, events); [`Ecs::reconcile_services`] drives it with the
+//!   pure controller in `berth-controller`.
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod error;
 mod ops;
+mod services;
 pub mod validate;
 
 pub use error::EcsError;

@@ -15,17 +15,17 @@ use crate::validate::{self, TaskDefInput};
 use crate::Context;
 
 /// ECS's largest (and default) page for the List* operations.
-const MAX_RESULTS: usize = 100;
+pub(crate) const MAX_RESULTS: usize = 100;
 /// RunTask starts at most this many tasks per call.
 const MAX_RUN_COUNT: i64 = 10;
 /// DescribeTasks and DescribeClusters take at most this many names.
-const MAX_DESCRIBE: usize = 100;
+pub(crate) const MAX_DESCRIBE: usize = 100;
 /// DeleteTaskDefinitions takes at most this many definitions.
 const MAX_DELETE_TASKDEFS: usize = 10;
 /// ECS's limit of tags per resource.
-const MAX_TAGS: usize = 50;
+pub(crate) const MAX_TAGS: usize = 50;
 /// How often a compare-and-swap update is retried when another writer got there first.
-const CAS_RETRIES: usize = 32;
+pub(crate) const CAS_RETRIES: usize = 32;
 /// The cluster ECS uses when a call names none.
 pub(crate) const DEFAULT_CLUSTER: &str = "default";
 /// Fargate platform version and family berth reports for FARGATE tasks.
@@ -41,7 +41,7 @@ pub(crate) fn now() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
-fn random_hex(bytes: usize) -> Result<String, EcsError> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, EcsError> {
     let mut raw = vec![0u8; bytes];
     getrandom::getrandom(&mut raw).map_err(|e| EcsError::Server(format!("no randomness: {e}")))?;
     Ok(hex::encode(raw))
@@ -59,7 +59,7 @@ fn random_uuid() -> Result<String, EcsError> {
     ))
 }
 
-fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, EcsError> {
+pub(crate) fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, EcsError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}".as_slice()
     } else {
@@ -69,17 +69,17 @@ fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, EcsError> {
         .map_err(|e| EcsError::Serialization(format!("could not parse the request body: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, EcsError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, EcsError> {
     serde_json::from_str(value)
         .map_err(|e| EcsError::Server(format!("stored record {key} is unreadable: {e}")))
 }
 
-fn encode<T: Serialize>(v: &T) -> String {
+pub(crate) fn encode<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
 /// `(start, max)` of a page from `nextToken` (hex of `offset:N`) and `maxResults`.
-fn page_bounds(
+pub(crate) fn page_bounds(
     next_token: Option<&str>,
     max_results: Option<i64>,
 ) -> Result<(usize, usize), EcsError> {
@@ -106,7 +106,7 @@ fn page_bounds(
 }
 
 /// One page of `items` and the token for the next, if any.
-fn paginate<T: Clone>(
+pub(crate) fn paginate<T: Clone>(
     items: &[T],
     next_token: Option<&str>,
     max_results: Option<i64>,
@@ -117,12 +117,12 @@ fn paginate<T: Clone>(
     Ok((page, next))
 }
 
-fn arn(ctx: &Context, resource: &str) -> String {
+pub(crate) fn arn(ctx: &Context, resource: &str) -> String {
     format!("arn:aws:ecs:{}:{}:{resource}", ctx.region, ctx.account)
 }
 
 /// A cluster name from a name or a cluster ARN.
-fn cluster_name(s: &str) -> String {
+pub(crate) fn cluster_name(s: &str) -> String {
     match s.split_once(":cluster/") {
         Some((prefix, name)) if prefix.starts_with("arn:") => name.to_string(),
         _ => s.to_string(),
@@ -142,7 +142,7 @@ fn task_ref(s: &str) -> (Option<String>, String) {
 }
 
 /// `(family, revision)` from `family`, `family:rev` or a task definition ARN.
-fn taskdef_ref(s: &str) -> Result<(String, Option<u32>), EcsError> {
+pub(crate) fn taskdef_ref(s: &str) -> Result<(String, Option<u32>), EcsError> {
     let bare = match s.split_once(":task-definition/") {
         Some((prefix, rest)) if prefix.starts_with("arn:") => rest,
         _ => s,
@@ -160,7 +160,7 @@ fn taskdef_ref(s: &str) -> Result<(String, Option<u32>), EcsError> {
     Ok((family.to_string(), rev))
 }
 
-fn cluster_key(name: &str) -> String {
+pub(crate) fn cluster_key(name: &str) -> String {
     format!("/ecs/clusters/{name}")
 }
 fn family_key(family: &str) -> String {
@@ -169,11 +169,11 @@ fn family_key(family: &str) -> String {
 fn taskdef_key(family: &str, rev: u32) -> String {
     format!("/ecs/taskdefs/{family}/{rev:010}")
 }
-fn task_key(cluster: &str, id: &str) -> String {
+pub(crate) fn task_key(cluster: &str, id: &str) -> String {
     format!("/ecs/tasks/{cluster}/{id}")
 }
 
-fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
+pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
     if tags.len() > MAX_TAGS {
         return Err(EcsError::InvalidParameter(format!(
             "A resource can have at most {MAX_TAGS} tags, got {}.",
@@ -234,9 +234,9 @@ struct FamilyRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TaskDefRecord {
+pub(crate) struct TaskDefRecord {
     /// ECS's TaskDefinition shape, as registered (with ECS's defaults filled in).
-    task_definition: Value,
+    pub(crate) task_definition: Value,
     #[serde(default)]
     tags: Vec<Tag>,
 }
@@ -437,45 +437,45 @@ struct TaskOverride {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct RunTaskInput {
-    cluster: Option<String>,
-    task_definition: Option<String>,
-    count: Option<i64>,
-    launch_type: Option<String>,
+pub(crate) struct RunTaskInput {
+    pub(crate) cluster: Option<String>,
+    pub(crate) task_definition: Option<String>,
+    pub(crate) count: Option<i64>,
+    pub(crate) launch_type: Option<String>,
     #[serde(default)]
-    capacity_provider_strategy: Vec<CapacityProviderItem>,
-    overrides: Option<Value>,
-    started_by: Option<String>,
-    group: Option<String>,
+    pub(crate) capacity_provider_strategy: Vec<CapacityProviderItem>,
+    pub(crate) overrides: Option<Value>,
+    pub(crate) started_by: Option<String>,
+    pub(crate) group: Option<String>,
     #[serde(default)]
-    tags: Vec<Tag>,
-    network_configuration: Option<Value>,
-    platform_version: Option<String>,
+    pub(crate) tags: Vec<Tag>,
+    pub(crate) network_configuration: Option<Value>,
+    pub(crate) platform_version: Option<String>,
     #[serde(default)]
-    enable_execute_command: bool,
+    pub(crate) enable_execute_command: bool,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct CapacityProviderItem {
+pub(crate) struct CapacityProviderItem {
     capacity_provider: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct TasksInput {
-    cluster: Option<String>,
-    tasks: Option<Vec<String>>,
-    task: Option<String>,
-    include: Option<Vec<String>>,
-    reason: Option<String>,
-    container_instance: Option<String>,
-    family: Option<String>,
-    started_by: Option<String>,
-    desired_status: Option<String>,
-    launch_type: Option<String>,
-    next_token: Option<String>,
-    max_results: Option<i64>,
+pub(crate) struct TasksInput {
+    pub(crate) cluster: Option<String>,
+    pub(crate) tasks: Option<Vec<String>>,
+    pub(crate) task: Option<String>,
+    pub(crate) include: Option<Vec<String>>,
+    pub(crate) reason: Option<String>,
+    pub(crate) container_instance: Option<String>,
+    pub(crate) family: Option<String>,
+    pub(crate) started_by: Option<String>,
+    pub(crate) desired_status: Option<String>,
+    pub(crate) launch_type: Option<String>,
+    pub(crate) next_token: Option<String>,
+    pub(crate) max_results: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -540,6 +540,11 @@ impl Ecs {
             "DescribeTasks" => self.describe_tasks(input(body)?),
             "ListTasks" => self.list_tasks(input(body)?),
             "StopTask" => self.stop_task(input(body)?),
+            "CreateService" => self.create_service(input(body)?, ctx),
+            "DescribeServices" => self.describe_services(input(body)?),
+            "ListServices" => self.list_services(input(body)?),
+            "UpdateService" => self.update_service(input(body)?),
+            "DeleteService" => self.delete_service(input(body)?),
             other => Err(EcsError::UnknownOperation(format!(
                 "operation {other} is not supported by berth's ECS API; see docs/aws-api.md for the supported operations"
             ))),
@@ -607,7 +612,7 @@ impl Ecs {
 
     // -- clusters ------------------------------------------------------------------------
 
-    fn new_cluster(name: &str, ctx: &Context) -> ClusterRecord {
+    pub(crate) fn new_cluster(name: &str, ctx: &Context) -> ClusterRecord {
         ClusterRecord {
             cluster_name: name.to_string(),
             cluster_arn: arn(ctx, &format!("cluster/{name}")),
@@ -896,7 +901,7 @@ impl Ecs {
 
     /// The stored definition `reference` names: a revision, or the family's latest
     /// ACTIVE one.
-    fn find_taskdef(
+    pub(crate) fn find_taskdef(
         &self,
         reference: &str,
     ) -> Result<Option<(String, TaskDefRecord, Revision)>, EcsError> {
@@ -1092,7 +1097,7 @@ impl Ecs {
 
     // -- tasks ---------------------------------------------------------------------------
 
-    fn run_task(&self, i: RunTaskInput, ctx: &Context) -> Result<Value, EcsError> {
+    pub(crate) fn run_task(&self, i: RunTaskInput, ctx: &Context) -> Result<Value, EcsError> {
         let cname = cluster_name(i.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER));
         if !validate::valid_name(&cname) {
             return Err(EcsError::ClusterNotFound);
@@ -1462,7 +1467,7 @@ impl Ecs {
         Ok(with_token(json!({"taskArns": page}), next))
     }
 
-    fn stop_task(&self, i: TasksInput) -> Result<Value, EcsError> {
+    pub(crate) fn stop_task(&self, i: TasksInput) -> Result<Value, EcsError> {
         let reference = i
             .task
             .clone()
@@ -1526,7 +1531,7 @@ fn status_of(td: &Value) -> &str {
     td["status"].as_str().unwrap_or("ACTIVE")
 }
 
-fn with_token(mut v: Value, next: Option<String>) -> Value {
+pub(crate) fn with_token(mut v: Value, next: Option<String>) -> Value {
     if let Some(n) = next {
         v["nextToken"] = json!(n);
     }

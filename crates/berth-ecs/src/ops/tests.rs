@@ -709,7 +709,7 @@ fn stop_task_and_agent_reports() {
 fn dispatch() {
     let t = setup();
     assert_eq!(
-        t.err("CreateService", json!({})).0,
+        t.err("CreateTaskSet", json!({})).0,
         "UnknownOperationException"
     );
     assert!(t.ecs.call("ListClusters", b"", &t.ctx).is_ok());

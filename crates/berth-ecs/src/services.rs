@@ -1,0 +1,666 @@
+//! ECS services: Create/Describe/List/Update/DeleteService, and the loop step that
+//! keeps each service converging ([`Ecs::reconcile_services`]). The decisions —
+//! how many tasks to launch or stop, deployments, the circuit breaker, events — are
+//! `berth-controller`'s pure functions; this module reads the service's tasks from the
+//! store, hands them in, records the new state and carries the actions out through
+//! RunTask and StopTask, so a service's tasks are ordinary tasks (`group`
+//! `service:<name>`, `startedBy` the deployment id).
+
+use berth_controller::{
+    self as ctl, Action, CircuitBreakerConfig, DeploymentConfiguration, DeploymentStatus,
+    DesiredStatus, HealthStatus, LaunchType, ServiceSpec, ServiceState, ServiceStatus, TaskStatus,
+    TaskView,
+};
+use berth_state::{Compare, Op, StateError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::ops::{
+    arn, cluster_key, cluster_name, encode, paginate, validate_tags, with_token, ClusterRecord,
+    RunTaskInput, Tag, TaskRecord, TasksInput, CAS_RETRIES, DEFAULT_CLUSTER, MAX_DESCRIBE,
+};
+use crate::{Context, Ecs, EcsError};
+
+/// How long stopped tasks still count for the controller (its failure accounting and
+/// "stopped" events need them for a while), in milliseconds.
+const STOPPED_TASK_MEMORY_MS: u64 = 60 * 60 * 1000;
+
+fn service_key(cluster: &str, name: &str) -> String {
+    format!("/ecs/services/{cluster}/{name}")
+}
+
+fn now_ms() -> u64 {
+    (crate::ops::now() * 1000.0) as u64
+}
+
+/// A service as stored: ECS's fields, the controller's spec and state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServiceRecord {
+    service_arn: String,
+    service_name: String,
+    cluster: String,
+    cluster_arn: String,
+    region: String,
+    account: String,
+    created_at: f64,
+    launch_type: String,
+    #[serde(default)]
+    network_configuration: Option<Value>,
+    #[serde(default)]
+    load_balancers: Vec<Value>,
+    #[serde(default)]
+    service_registries: Vec<Value>,
+    #[serde(default)]
+    placement_constraints: Vec<Value>,
+    #[serde(default)]
+    placement_strategy: Vec<Value>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    #[serde(default)]
+    propagate_tags: Option<String>,
+    #[serde(default)]
+    enable_ecs_managed_tags: bool,
+    spec: ServiceSpec,
+    state: ServiceState,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreateServiceInput {
+    cluster: Option<String>,
+    service_name: Option<String>,
+    task_definition: Option<String>,
+    desired_count: Option<i64>,
+    launch_type: Option<String>,
+    deployment_configuration: Option<Value>,
+    network_configuration: Option<Value>,
+    health_check_grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    load_balancers: Vec<Value>,
+    #[serde(default)]
+    service_registries: Vec<Value>,
+    #[serde(default)]
+    placement_constraints: Vec<Value>,
+    #[serde(default)]
+    placement_strategy: Vec<Value>,
+    scheduling_strategy: Option<String>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    propagate_tags: Option<String>,
+    #[serde(default, rename = "enableECSManagedTags")]
+    enable_ecs_managed_tags: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServicesInput {
+    cluster: Option<String>,
+    services: Option<Vec<String>>,
+    service: Option<String>,
+    include: Option<Vec<String>>,
+    desired_count: Option<i64>,
+    task_definition: Option<String>,
+    #[serde(default)]
+    force_new_deployment: bool,
+    deployment_configuration: Option<Value>,
+    health_check_grace_period_seconds: Option<i64>,
+    network_configuration: Option<Value>,
+    #[serde(default)]
+    force: bool,
+    launch_type: Option<String>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+}
+
+/// ECS's service names: up to 255 letters, numbers, hyphens and underscores.
+fn valid_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The service name from a name or an ARN (`service/<cluster>/<name>` or `service/<name>`).
+fn service_name(s: &str) -> String {
+    match s.split_once(":service/") {
+        Some((p, rest)) if p.starts_with("arn:") => rest.rsplit('/').next().unwrap_or(rest).into(),
+        _ => s.to_string(),
+    }
+}
+
+fn deployment_config(v: Option<&Value>, base: DeploymentConfiguration) -> DeploymentConfiguration {
+    let mut c = base;
+    if let Some(v) = v {
+        if let Some(n) = v["minimumHealthyPercent"].as_u64() {
+            c.minimum_healthy_percent = n as u32;
+        }
+        if let Some(n) = v["maximumPercent"].as_u64() {
+            c.maximum_percent = n as u32;
+        }
+        if let Some(cb) = v.get("deploymentCircuitBreaker").filter(|c| c.is_object()) {
+            c.deployment_circuit_breaker = CircuitBreakerConfig {
+                enable: cb["enable"].as_bool().unwrap_or(false),
+                rollback: cb["rollback"].as_bool().unwrap_or(false),
+            };
+        }
+    }
+    c
+}
+
+fn status_str(s: ServiceStatus) -> &'static str {
+    match s {
+        ServiceStatus::Active => "ACTIVE",
+        ServiceStatus::Draining => "DRAINING",
+        ServiceStatus::Inactive => "INACTIVE",
+    }
+}
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+fn render(r: &ServiceRecord, include_tags: bool) -> Value {
+    let deployments: Vec<Value> = r
+        .state
+        .visible_deployments()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "status": match d.status { DeploymentStatus::Primary => "PRIMARY", DeploymentStatus::Active => "ACTIVE", DeploymentStatus::Inactive => "INACTIVE" },
+                "taskDefinition": d.task_definition,
+                "desiredCount": d.desired_count,
+                "pendingCount": d.pending_count,
+                "runningCount": d.running_count,
+                "failedTasks": d.failed_tasks,
+                "createdAt": secs(d.created_at),
+                "updatedAt": secs(d.updated_at),
+                "launchType": r.launch_type,
+                "rolloutState": serde_json::to_value(d.rollout_state).unwrap_or(Value::Null),
+                "rolloutStateReason": d.rollout_state_reason,
+                "networkConfiguration": r.network_configuration,
+            })
+        })
+        .collect();
+    let running: u32 = r.state.deployments.iter().map(|d| d.running_count).sum();
+    let pending: u32 = r.state.deployments.iter().map(|d| d.pending_count).sum();
+    let dc = &r.spec.deployment_configuration;
+    let mut v = json!({
+        "serviceArn": r.service_arn,
+        "serviceName": r.service_name,
+        "clusterArn": r.cluster_arn,
+        "loadBalancers": r.load_balancers,
+        "serviceRegistries": r.service_registries,
+        "status": status_str(r.state.status),
+        "desiredCount": r.spec.desired_count,
+        "runningCount": running,
+        "pendingCount": pending,
+        "launchType": r.launch_type,
+        "taskDefinition": r.state.primary().map(|d| d.task_definition.clone()).unwrap_or_else(|| r.spec.task_definition.clone()),
+        "deploymentConfiguration": {
+            "deploymentCircuitBreaker": {"enable": dc.deployment_circuit_breaker.enable, "rollback": dc.deployment_circuit_breaker.rollback},
+            "maximumPercent": dc.maximum_percent,
+            "minimumHealthyPercent": dc.minimum_healthy_percent,
+        },
+        "deployments": deployments,
+        "events": r.state.events.iter().map(|e| json!({"id": e.id, "createdAt": secs(e.created_at), "message": e.message})).collect::<Vec<_>>(),
+        "createdAt": r.created_at,
+        "placementConstraints": r.placement_constraints,
+        "placementStrategy": r.placement_strategy,
+        "healthCheckGracePeriodSeconds": r.spec.health_check_grace_period_secs,
+        "schedulingStrategy": "REPLICA",
+        "deploymentController": {"type": "ECS"},
+        "enableECSManagedTags": r.enable_ecs_managed_tags,
+        "propagateTags": r.propagate_tags.clone().unwrap_or_else(|| "NONE".into()),
+        "enableExecuteCommand": false,
+    });
+    if let Some(n) = &r.network_configuration {
+        v["networkConfiguration"] = n.clone();
+    }
+    if include_tags {
+        v["tags"] = serde_json::to_value(&r.tags).unwrap_or(Value::Null);
+    }
+    v
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    serde_json::from_value(json!(s)).ok()
+}
+
+/// The controller's view of a task.
+fn task_view(t: &TaskRecord) -> TaskView {
+    let ms = |s: Option<f64>| s.map(|x| (x * 1000.0) as u64);
+    let has_health_check = t.definition["containerDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["essential"].as_bool().unwrap_or(true) && c["healthCheck"].is_object());
+    TaskView {
+        id: t
+            .task
+            .task_arn
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        deployment_id: t.task.started_by.clone().unwrap_or_default(),
+        last_status: parse_enum(&t.task.last_status).unwrap_or(TaskStatus::Provisioning),
+        desired_status: parse_enum(&t.task.desired_status).unwrap_or(DesiredStatus::Running),
+        health_status: parse_enum(&t.task.health_status).unwrap_or(HealthStatus::Unknown),
+        has_health_check,
+        created_at: (t.task.created_at * 1000.0) as u64,
+        started_at: ms(t.task.started_at),
+        stopped_at: ms(t.task.stopped_at),
+        stop_code: t.task.stop_code.clone(),
+        stopped_reason: t.task.stopped_reason.clone(),
+        on_draining_instance: false,
+    }
+}
+
+impl Ecs {
+    fn service_cluster(&self, cluster: Option<&str>) -> Result<String, EcsError> {
+        let name = cluster_name(cluster.unwrap_or(DEFAULT_CLUSTER));
+        if self.get::<ClusterRecord>(&cluster_key(&name))?.is_none() {
+            return Err(EcsError::ClusterNotFound);
+        }
+        Ok(name)
+    }
+
+    pub(crate) fn create_service(
+        &self,
+        i: CreateServiceInput,
+        ctx: &Context,
+    ) -> Result<Value, EcsError> {
+        let name = i
+            .service_name
+            .clone()
+            .ok_or_else(|| EcsError::InvalidParameter("serviceName must be given.".into()))?;
+        if !valid_service_name(&name) {
+            return Err(EcsError::InvalidParameter(format!(
+                "Service name {name:?} is invalid: up to 255 letters (uppercase and lowercase), numbers, hyphens and underscores are allowed."
+            )));
+        }
+        if matches!(i.scheduling_strategy.as_deref(), Some(s) if s != "REPLICA") {
+            return Err(EcsError::InvalidParameter(
+                "berth runs REPLICA services only; the DAEMON strategy is not supported.".into(),
+            ));
+        }
+        validate_tags(&i.tags)?;
+        let cname = cluster_name(i.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER));
+        let crec = match self.get::<ClusterRecord>(&cluster_key(&cname))? {
+            Some((c, _)) => c,
+            None if cname == DEFAULT_CLUSTER => {
+                // The default cluster is made on first use, as RunTask does.
+                let c = Self::new_cluster(&cname, ctx);
+                let _ = self.store.txn(
+                    &[Compare::absent(cluster_key(&cname))],
+                    vec![Op::Put {
+                        key: cluster_key(&cname),
+                        value: encode(&c),
+                    }],
+                );
+                c
+            }
+            None => return Err(EcsError::ClusterNotFound),
+        };
+        let td_ref = i.task_definition.clone().ok_or_else(|| {
+            EcsError::InvalidParameter(
+                "taskDefinition must be given for the ECS deployment controller.".into(),
+            )
+        })?;
+        let (_, td, _) = self
+            .find_taskdef(&td_ref)?
+            .ok_or_else(|| EcsError::InvalidParameter("TaskDefinition not found.".into()))?;
+        let td_arn = td.task_definition["taskDefinitionArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if td.task_definition["status"] != "ACTIVE" {
+            return Err(EcsError::InvalidParameter(
+                "TaskDefinition is inactive".into(),
+            ));
+        }
+        let desired = i.desired_count.unwrap_or(0);
+        if !(0..=10_000).contains(&desired) {
+            return Err(EcsError::InvalidParameter(format!(
+                "desiredCount {desired} is outside 0-10000."
+            )));
+        }
+        let fargate_ok = td.task_definition["compatibilities"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c == "FARGATE"));
+        let launch_type = match i.launch_type.as_deref() {
+            Some(l @ ("FARGATE" | "EC2")) => l.to_string(),
+            Some(other) => {
+                return Err(EcsError::InvalidParameter(format!(
+                    "launch type {other} is not supported by berth: use FARGATE or EC2"
+                )))
+            }
+            None if fargate_ok => "FARGATE".into(),
+            None => "EC2".into(),
+        };
+        let spec = ServiceSpec {
+            name: name.clone(),
+            desired_count: desired as u32,
+            task_definition: td_arn,
+            deployment_configuration: deployment_config(
+                i.deployment_configuration.as_ref(),
+                DeploymentConfiguration::default(),
+            ),
+            health_check_grace_period_secs: i.health_check_grace_period_seconds.unwrap_or(0).max(0)
+                as u32,
+            launch_type: if launch_type == "FARGATE" {
+                LaunchType::Fargate
+            } else {
+                LaunchType::Ec2
+            },
+            has_load_balancer: !i.load_balancers.is_empty(),
+        };
+        ctl::validate(&spec).map_err(|e| EcsError::InvalidParameter(e.to_string()))?;
+        let now = now_ms();
+        let key = service_key(&cname, &name);
+        let rec = ServiceRecord {
+            service_arn: arn(ctx, &format!("service/{cname}/{name}")),
+            service_name: name.clone(),
+            cluster: cname.clone(),
+            cluster_arn: crec.cluster_arn.clone(),
+            region: ctx.region.clone(),
+            account: ctx.account.clone(),
+            created_at: secs(now),
+            launch_type,
+            network_configuration: i.network_configuration.clone(),
+            load_balancers: i.load_balancers.clone(),
+            service_registries: i.service_registries.clone(),
+            placement_constraints: i.placement_constraints.clone(),
+            placement_strategy: i.placement_strategy.clone(),
+            tags: i.tags.clone(),
+            propagate_tags: i.propagate_tags.clone(),
+            enable_ecs_managed_tags: i.enable_ecs_managed_tags,
+            state: ctl::create(&spec, now, now),
+            spec,
+        };
+        let guard = match self.get::<ServiceRecord>(&key)? {
+            Some((old, _)) if old.state.status == ServiceStatus::Active => {
+                return Err(EcsError::InvalidParameter(
+                    "Creation of service was not idempotent.".into(),
+                ))
+            }
+            Some((old, _)) if old.state.status == ServiceStatus::Draining => {
+                return Err(EcsError::InvalidParameter(
+                    "Unable to Start a service that is still Draining.".into(),
+                ))
+            }
+            Some((_, rev)) => Compare::at(&key, rev),
+            None => Compare::absent(&key),
+        };
+        match self.store.txn(
+            &[guard],
+            vec![Op::Put {
+                key: key.clone(),
+                value: encode(&rec),
+            }],
+        ) {
+            Ok(_) => {}
+            Err(StateError::Conflict { .. }) => {
+                return Err(EcsError::InvalidParameter(
+                    "Creation of service was not idempotent.".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.notify();
+        Ok(json!({"service": render(&rec, false)}))
+    }
+
+    pub(crate) fn describe_services(&self, i: ServicesInput) -> Result<Value, EcsError> {
+        let cname = self.service_cluster(i.cluster.as_deref())?;
+        let names = i.services.clone().unwrap_or_default();
+        if names.is_empty() || names.len() > MAX_DESCRIBE {
+            return Err(EcsError::InvalidParameter(format!(
+                "services must name 1-{MAX_DESCRIBE} services."
+            )));
+        }
+        let tags = i
+            .include
+            .as_ref()
+            .is_some_and(|v| v.iter().any(|x| x == "TAGS"));
+        let mut services = vec![];
+        let mut failures = vec![];
+        for n in &names {
+            match self.get::<ServiceRecord>(&service_key(&cname, &service_name(n)))? {
+                Some((r, _)) => services.push(render(&r, tags)),
+                None => failures.push(json!({"arn": n, "reason": "MISSING"})),
+            }
+        }
+        Ok(json!({"services": services, "failures": failures}))
+    }
+
+    pub(crate) fn list_services(&self, i: ServicesInput) -> Result<Value, EcsError> {
+        let cname = self.service_cluster(i.cluster.as_deref())?;
+        let arns: Vec<String> = self
+            .list::<ServiceRecord>(&format!("/ecs/services/{cname}/"))?
+            .into_iter()
+            .filter(|(_, r, _)| r.state.status != ServiceStatus::Inactive)
+            .filter(|(_, r, _)| i.launch_type.as_deref().is_none_or(|l| l == r.launch_type))
+            .map(|(_, r, _)| r.service_arn)
+            .collect();
+        let (page, next) = paginate(&arns, i.next_token.as_deref(), i.max_results)?;
+        Ok(with_token(json!({"serviceArns": page}), next))
+    }
+
+    fn modify_service(
+        &self,
+        i: &ServicesInput,
+        f: impl Fn(&mut ServiceRecord) -> Result<(), EcsError>,
+    ) -> Result<Value, EcsError> {
+        let cname = self.service_cluster(i.cluster.as_deref())?;
+        let name = service_name(
+            i.service
+                .as_deref()
+                .ok_or_else(|| EcsError::InvalidParameter("service must be given.".into()))?,
+        );
+        let rec = self.update::<ServiceRecord, _>(
+            &service_key(&cname, &name),
+            || EcsError::ServiceNotFound,
+            |r| {
+                f(r)?;
+                Ok(true)
+            },
+        )?;
+        self.notify();
+        Ok(json!({"service": render(&rec, false)}))
+    }
+
+    pub(crate) fn update_service(&self, i: ServicesInput) -> Result<Value, EcsError> {
+        let new_td = match &i.task_definition {
+            Some(t) => {
+                let (_, td, _) = self.find_taskdef(t)?.ok_or_else(|| {
+                    EcsError::InvalidParameter("TaskDefinition not found.".into())
+                })?;
+                Some(
+                    td.task_definition["taskDefinitionArn"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            }
+            None => None,
+        };
+        if let Some(d) = i.desired_count {
+            if !(0..=10_000).contains(&d) {
+                return Err(EcsError::InvalidParameter(format!(
+                    "desiredCount {d} is outside 0-10000."
+                )));
+            }
+        }
+        self.modify_service(&i, |r| {
+            if r.state.status != ServiceStatus::Active {
+                return Err(EcsError::ServiceNotActive("Service was not ACTIVE.".into()));
+            }
+            let mut spec = r.spec.clone();
+            if let Some(d) = i.desired_count {
+                spec.desired_count = d as u32;
+            }
+            spec.deployment_configuration = deployment_config(
+                i.deployment_configuration.as_ref(),
+                spec.deployment_configuration,
+            );
+            if let Some(g) = i.health_check_grace_period_seconds {
+                spec.health_check_grace_period_secs = g.max(0) as u32;
+            }
+            ctl::validate(&spec).map_err(|e| EcsError::InvalidParameter(e.to_string()))?;
+            if let Some(n) = &i.network_configuration {
+                r.network_configuration = Some(n.clone());
+            }
+            if new_td.is_some() || i.force_new_deployment {
+                r.state = ctl::update(
+                    &spec,
+                    &r.state,
+                    new_td.as_deref(),
+                    i.force_new_deployment,
+                    now_ms(),
+                )
+                .map_err(|e| EcsError::InvalidParameter(e.to_string()))?;
+                if let Some(t) = &new_td {
+                    spec.task_definition = t.clone();
+                }
+            }
+            r.spec = spec;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn delete_service(&self, i: ServicesInput) -> Result<Value, EcsError> {
+        self.modify_service(&i, |r| {
+            if r.state.status == ServiceStatus::Inactive {
+                return Err(EcsError::ServiceNotActive("Service was not ACTIVE.".into()));
+            }
+            if r.spec.desired_count > 0 && !i.force {
+                return Err(EcsError::InvalidParameter(
+                    "The service cannot be stopped while it is scaled above 0.".into(),
+                ));
+            }
+            r.spec.desired_count = 0;
+            r.state = ctl::delete(&r.state, now_ms());
+            Ok(())
+        })
+    }
+
+    /// One round for every service: the controller decides, the decisions are recorded
+    /// (compare-and-swap on the service), then carried out (RunTask, StopTask). Called
+    /// by the server on every change and every second; safe to call concurrently with
+    /// the API (a lost race is redone next round).
+    pub fn reconcile_services(&self) -> Result<(), EcsError> {
+        let now = now_ms();
+        for (key, rec, rev) in self.list::<ServiceRecord>("/ecs/services/")? {
+            if rec.state.status == ServiceStatus::Inactive {
+                continue;
+            }
+            let group = format!("service:{}", rec.service_name);
+            let tasks: Vec<TaskView> = self
+                .list::<TaskRecord>(&format!("/ecs/tasks/{}/", rec.cluster))?
+                .into_iter()
+                .filter(|(_, t, _)| t.task.group == group)
+                .filter(|(_, t, _)| {
+                    t.task.stopped_at.is_none_or(|s| {
+                        now.saturating_sub((s * 1000.0) as u64) < STOPPED_TASK_MEMORY_MS
+                    })
+                })
+                .map(|(_, t, _)| task_view(&t))
+                .collect();
+            let r = ctl::reconcile(&rec.spec, &rec.state, &tasks, now);
+            if r.state == rec.state && r.actions.is_empty() {
+                continue;
+            }
+            let mut next = rec.clone();
+            next.state = r.state;
+            match self.store.txn(
+                &[Compare::at(&key, rev)],
+                vec![Op::Put {
+                    key: key.clone(),
+                    value: encode(&next),
+                }],
+            ) {
+                Ok(_) => {}
+                Err(StateError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let ctx = Context {
+                region: rec.region.clone(),
+                account: rec.account.clone(),
+            };
+            for a in r.actions {
+                match a {
+                    Action::Launch {
+                        deployment_id,
+                        task_definition,
+                        count,
+                    } => {
+                        let out = self.run_task(
+                            RunTaskInput {
+                                cluster: Some(rec.cluster.clone()),
+                                task_definition: Some(task_definition),
+                                count: Some(i64::from(count.clamp(1, 10))),
+                                launch_type: Some(rec.launch_type.clone()),
+                                started_by: Some(deployment_id.clone()),
+                                group: Some(group.clone()),
+                                network_configuration: rec.network_configuration.clone(),
+                                ..Default::default()
+                            },
+                            &ctx,
+                        );
+                        let failure = match out {
+                            Ok(v) => v["failures"][0]["reason"].as_str().map(|r| {
+                                format!("{r} {}", v["failures"][0]["detail"].as_str().unwrap_or(""))
+                                    .trim()
+                                    .to_string()
+                            }),
+                            Err(e) => Some(e.to_string()),
+                        };
+                        if let Some(reason) = failure {
+                            self.record_placement_failure(&key, &deployment_id, &reason, now)?;
+                        }
+                    }
+                    Action::Stop { task_id, reason } => {
+                        let _ = self.stop_task(TasksInput {
+                            cluster: Some(rec.cluster.clone()),
+                            task: Some(task_id),
+                            reason: Some(reason),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_placement_failure(
+        &self,
+        key: &str,
+        deployment_id: &str,
+        reason: &str,
+        now: u64,
+    ) -> Result<(), EcsError> {
+        for _ in 0..CAS_RETRIES {
+            let Some((mut rec, rev)) = self.get::<ServiceRecord>(key)? else {
+                return Ok(());
+            };
+            let (state, _) =
+                ctl::placement_failed(&rec.spec, &rec.state, deployment_id, reason, now);
+            rec.state = state;
+            match self.store.txn(
+                &[Compare::at(key, rev)],
+                vec![Op::Put {
+                    key: key.to_string(),
+                    value: encode(&rec),
+                }],
+            ) {
+                Ok(_) => return Ok(()),
+                Err(StateError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+"""ECS services on the server's own node, through boto3 and the aws CLI: the
+getting-started path (task definition → cluster → service → running → a stopped task
+replaced → scaled → deleted), rolling deployments, the circuit breaker, and the errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import botocore.exceptions
+import pytest
+
+import support
+from support import wait_for
+
+APPLETS = ["sh", "sleep", "true", "test", "echo"]
+# Stops at SIGTERM (busybox as pid 1 ignores it otherwise) so tests do not wait out stopTimeout.
+LOOP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+
+
+@pytest.fixture(scope="module")
+def image(berth_bin, berth, tmp_path_factory) -> str:
+    ctx = tmp_path_factory.mktemp("svc-ctx")
+    (ctx / "bin").mkdir()
+    shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
+    for a in APPLETS:
+        os.symlink("busybox", ctx / "bin" / a)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n")
+    repo = support.unique("svc")
+    berth.ecr().create_repository(repositoryName=repo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    import subprocess
+    p = subprocess.run([str(berth_bin), "build", "--endpoint-url", berth.url, "--data-dir",
+                        str(berth.data_dir), "-t", f"{repo}:v1", str(ctx)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return f"{berth.host}/{repo}:v1"
+
+
+@pytest.fixture
+def cluster(berth):
+    """A cluster of the test's own; its services are scaled to 0 and deleted at the end."""
+    ecs = berth.ecs()
+    name = support.unique("cl")
+    ecs.create_cluster(clusterName=name)
+    yield name
+    for arn in ecs.list_services(cluster=name)["serviceArns"]:
+        try:
+            ecs.delete_service(cluster=name, service=arn, force=True)
+        except botocore.exceptions.ClientError:
+            pass
+    wait_for(lambda: not ecs.list_tasks(cluster=name, desiredStatus="RUNNING")["taskArns"] and
+             all(t["lastStatus"] == "STOPPED" for t in _tasks(ecs, name)), "the cluster's tasks stopped")
+
+
+def _tasks(ecs, cluster) -> list[dict]:
+    arns = ecs.list_tasks(cluster=cluster, desiredStatus="STOPPED")["taskArns"] + \
+        ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING")["taskArns"]
+    return ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []
+
+
+def register(ecs, image, family=None, **container) -> str:
+    c = {"name": "app", "image": image, "essential": True, "command": LOOP, "stopTimeout": 2}
+    c.update(container)
+    d = ecs.register_task_definition(family=family or support.unique("fam"), networkMode="awsvpc",
+                                     requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+                                     containerDefinitions=[c])
+    return d["taskDefinition"]["taskDefinitionArn"]
+
+
+def service(ecs, cluster, name="web") -> dict:
+    return ecs.describe_services(cluster=cluster, services=[name])["services"][0]
+
+
+def running_tasks(ecs, cluster, name="web") -> list[str]:
+    return ecs.list_tasks(cluster=cluster, serviceName=name, desiredStatus="RUNNING")["taskArns"]
+
+
+def test_getting_started_path(berth, aws, image, cluster):
+    """A service of 3 runs 3 tasks; a stopped task is replaced; scaling up and the
+    delete path (refused while above 0, then DRAINING → INACTIVE) work; events tell it."""
+    ecs = berth.ecs()
+    td = register(ecs, image)
+    out = ecs.create_service(cluster=cluster, serviceName="web", taskDefinition=td, desiredCount=3,
+                             launchType="FARGATE")["service"]
+    assert out["serviceName"] == "web" and out["status"] == "ACTIVE" and out["desiredCount"] == 3
+    assert out["serviceArn"].endswith(f":service/{cluster}/web")
+    wait_for(lambda: service(ecs, cluster)["runningCount"] == 3, "3 tasks RUNNING")
+    tasks = running_tasks(ecs, cluster)
+    assert len(tasks) == 3
+    described = ecs.describe_tasks(cluster=cluster, tasks=tasks)["tasks"]
+    assert {t["group"] for t in described} == {"service:web"}
+    assert all(t["startedBy"].startswith("ecs-svc/") for t in described)
+
+    ecs.stop_task(cluster=cluster, task=tasks[0], reason="testing replacement")
+    wait_for(lambda: tasks[0] not in running_tasks(ecs, cluster) and
+             len(running_tasks(ecs, cluster)) == 3 and service(ecs, cluster)["runningCount"] == 3,
+             "the stopped task replaced")
+
+    # Scale with the real aws CLI.
+    aws("ecs", "update-service", "--cluster", cluster, "--service", "web", "--desired-count", "5")
+    wait_for(lambda: service(ecs, cluster)["runningCount"] == 5, "scaled to 5")
+    listed = aws("ecs", "list-services", "--cluster", cluster)["serviceArns"]
+    assert [a.rsplit("/", 1)[1] for a in listed] == ["web"]
+    messages = [e["message"] for e in service(ecs, cluster)["events"]]
+    assert any(m.startswith("(service web) has started") for m in messages), messages
+
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ecs.delete_service(cluster=cluster, service="web")
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert "scaled above 0" in e.value.response["Error"]["Message"]
+    ecs.update_service(cluster=cluster, service="web", desiredCount=0)
+    assert ecs.delete_service(cluster=cluster, service="web")["service"]["status"] == "DRAINING"
+    wait_for(lambda: service(ecs, cluster)["status"] == "INACTIVE", "the service INACTIVE")
+    assert running_tasks(ecs, cluster) == []
+    assert ecs.list_services(cluster=cluster)["serviceArns"] == []
+
+
+def test_rolling_deployment(berth, image, cluster):
+    """UpdateService with a new revision replaces every task, never going below the
+    minimum healthy count, and the new deployment completes."""
+    ecs = berth.ecs()
+    family = support.unique("roll")
+    hc = {"command": ["CMD-SHELL", "true"], "interval": 5, "timeout": 2, "retries": 1}
+    v1 = register(ecs, image, family=family, healthCheck=hc)
+    ecs.create_service(cluster=cluster, serviceName="web", taskDefinition=v1, desiredCount=2,
+                       deploymentConfiguration={"minimumHealthyPercent": 50, "maximumPercent": 200})
+    wait_for(lambda: service(ecs, cluster)["deployments"][0]["rolloutState"] == "COMPLETED",
+             "the first deployment COMPLETED", deadline_s=90)
+    v2 = register(ecs, image, family=family, healthCheck=hc, environment=[{"name": "V", "value": "2"}])
+    ecs.update_service(cluster=cluster, service="web", taskDefinition=v2)
+    lowest = [2]
+
+    def done():
+        s = service(ecs, cluster)
+        lowest[0] = min(lowest[0], s["runningCount"])
+        deps = s["deployments"]
+        return len(deps) == 1 and deps[0]["taskDefinition"] == v2 and deps[0]["rolloutState"] == "COMPLETED" \
+            and deps[0]["runningCount"] == 2
+    wait_for(done, "the rolling deployment to v2 COMPLETED", deadline_s=120)
+    assert lowest[0] >= 1, "never below minimumHealthyPercent 50 of 2"
+    tds = {t["taskDefinitionArn"] for t in ecs.describe_tasks(
+        cluster=cluster, tasks=running_tasks(ecs, cluster))["tasks"]}
+    assert tds == {v2}
+
+
+def test_circuit_breaker_rolls_back(berth, image, cluster):
+    """A deployment to an image that cannot be pulled trips the circuit breaker and
+    rolls back to the last completed deployment."""
+    ecs = berth.ecs()
+    family = support.unique("cb")
+    hc = {"command": ["CMD-SHELL", "true"], "interval": 5, "timeout": 2, "retries": 1}
+    good = register(ecs, image, family=family, healthCheck=hc)
+    ecs.create_service(cluster=cluster, serviceName="web", taskDefinition=good, desiredCount=3,
+                       deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}})
+    wait_for(lambda: service(ecs, cluster)["deployments"][0]["rolloutState"] == "COMPLETED",
+             "the first deployment COMPLETED", deadline_s=90)
+    broken = register(ecs, image.rsplit(":", 1)[0] + ":no-such-tag", family=family)
+    ecs.update_service(cluster=cluster, service="web", taskDefinition=broken)
+
+    def rolled_back():
+        s = service(ecs, cluster)
+        failed = [d for d in s["deployments"] if d["taskDefinition"] == broken]
+        return s if (not failed or failed[0]["rolloutState"] == "FAILED") and \
+            s["deployments"][0]["taskDefinition"] == good else None
+    s = wait_for(rolled_back, "the circuit breaker to roll back", deadline_s=120)
+    messages = " ".join(e["message"] for e in s["events"])
+    assert "circuit breaker" in messages or "rolling back" in messages, messages
+    stopped = [t for t in _tasks(ecs, cluster) if t["taskDefinitionArn"] == broken]
+    # The broken tasks failed to pull (a task the rollback stopped first may say so instead).
+    assert stopped and any("CannotPullContainerError" in (t.get("stoppedReason") or "") or
+                           any("CannotPullContainerError" in (c.get("reason") or "") for c in t["containers"])
+                           for t in stopped), [(t.get("stoppedReason"), [c.get("reason") for c in t["containers"]]) for t in stopped]
+    wait_for(lambda: service(ecs, cluster)["runningCount"] == 3, "the good tasks still serving")
+
+
+def test_service_errors(berth, image, cluster):
+    """Unknown clusters and services, duplicate names and bad input get ECS's exceptions."""
+    ecs = berth.ecs()
+    td = register(ecs, image)
+
+    def code(f, **kw):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            f(**kw)
+        return e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
+
+    assert code(ecs.create_service, cluster="no-such-cluster", serviceName="x", taskDefinition=td,
+                desiredCount=1)[0] == "ClusterNotFoundException"
+    assert code(ecs.update_service, cluster=cluster, service="nope", desiredCount=1)[0] == \
+        "ServiceNotFoundException"
+    assert code(ecs.create_service, cluster=cluster, serviceName="bad name!", taskDefinition=td,
+                desiredCount=1)[0] == "InvalidParameterException"
+    assert code(ecs.create_service, cluster=cluster, serviceName="x", taskDefinition="nope:9",
+                desiredCount=1)[0] in ("InvalidParameterException", "ClientException")
+    ecs.create_service(cluster=cluster, serviceName="web", taskDefinition=td, desiredCount=0)
+    assert code(ecs.create_service, cluster=cluster, serviceName="web", taskDefinition=td,
+                desiredCount=0) == ("InvalidParameterException", "Creation of service was not idempotent.")
+    out = ecs.describe_services(cluster=cluster, services=["web", "missing"])
+    assert [s["serviceName"] for s in out["services"]] == ["web"]
+    assert out["failures"][0]["reason"] == "MISSING"
