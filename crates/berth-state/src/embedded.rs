@@ -110,6 +110,9 @@ pub struct Embedded {
     inner: Mutex<Inner>,
     /// Held (flock) for the store's lifetime: one process per data directory.
     _lock: File,
+    /// Test hook: the next log fsync reports this failure.
+    #[cfg(test)]
+    fail_fsync: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -242,6 +245,8 @@ impl Embedded {
                 watchers: Vec::new(),
             }),
             _lock: lock,
+            #[cfg(test)]
+            fail_fsync: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -474,7 +479,16 @@ impl Store for Embedded {
             return Err(write_err(e));
         }
         crash_point("txn:before-fsync");
-        if let Err(e) = inner.log.sync_data() {
+        let synced = inner.log.sync_data();
+        #[cfg(test)]
+        let synced = match self
+            .fail_fsync
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            true => Err(std::io::Error::other("injected fsync failure")),
+            false => synced,
+        };
+        if let Err(e) = synced {
             // After a failed fsync the kernel may have dropped the dirty pages: what a
             // restart would read is unknown, so accept nothing more (as etcd does).
             inner.poisoned = true;

@@ -23,6 +23,22 @@
 //! [`StateError::Corrupt`] naming the line. `docs/state.md` lists the promises and the
 //! tests that prove each.
 //!
+//! ```
+//! use berth_state::{Embedded, Store, WatchEnd};
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let store = Embedded::open(tmp.path()).unwrap();
+//! store.put("tasks/a", "{}".into()).unwrap();
+//! // list, then watch from the listed revision: nothing is missed or seen twice
+//! let listing = store.list_with_revision("tasks/");
+//! let mut watch = store.watch("tasks/", Some(listing.revision));
+//! store.put("tasks/b", "{}".into()).unwrap();
+//! match watch.recv() {
+//!     Ok(event) => assert_eq!((event.key.as_str(), event.revision), ("tasks/b", 2)),
+//!     Err(WatchEnd::Compacted { .. } | WatchEnd::Lagged { .. }) => { /* list again */ }
+//!     Err(WatchEnd::Closed) => {}
+//! }
+//! ```
+//!
 //! The boundary: no component above this crate touches the files it writes. etcd
 //! becomes a second implementation of [`Store`] when berth runs more than one
 //! control-plane machine.
