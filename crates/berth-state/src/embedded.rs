@@ -3,8 +3,8 @@
 //! Files in the store's directory (nothing else reads or writes them):
 //! - `snapshot.json`: the whole map at one revision, replaced atomically (written to
 //!   `snapshot.json.tmp`, fsynced, renamed over, directory fsynced).
-//! - `wal.log`: one JSON line per transaction after the snapshot, each `fdatasync`ed
-//!   before `txn` returns. Lines at or below the snapshot's revision are leftovers of a
+//! - `wal.log`: one line per transaction after the snapshot (`<crc32> <JSON>`), each
+//!   `fdatasync`ed before `txn` returns. Lines at or below the snapshot's revision are leftovers of a
 //!   compaction interrupted between the rename and the truncation, and are skipped.
 //! - `LOCK`: `flock`ed for the store's lifetime, so one process owns the directory.
 //!
@@ -295,6 +295,70 @@ impl Embedded {
     }
 }
 
+/// CRC-32 (IEEE 802.3: the polynomial of zlib, and of etcd's WAL records) of `bytes`.
+fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut c = !0u32;
+    for &b in bytes {
+        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+/// One log record: `<crc32 of the JSON, 8 hex digits> <JSON>\n`. The checksum catches
+/// damage that still parses (a flipped bit inside a value).
+fn encode_line(line: &LogLine) -> Vec<u8> {
+    let json = serde_json::to_vec(line).expect("log line serialises");
+    let mut out = format!("{:08x} ", crc32(&json)).into_bytes();
+    out.extend_from_slice(&json);
+    out.push(b'\n');
+    out
+}
+
+/// Parses one log record (without its newline). Records written before checksums
+/// (bare JSON, starting with `{`) are still read: they can only be in a log that this
+/// version has not opened yet, since every open folds the log into the snapshot.
+fn decode_line(raw: &[u8]) -> Result<LogLine, String> {
+    let json = if raw.first() == Some(&b'{') {
+        raw
+    } else {
+        let (crc, json) = match raw.split_at_checked(8) {
+            Some((crc, rest)) if rest.first() == Some(&b' ') => (crc, &rest[1..]),
+            _ => return Err("not a log record: no checksum".into()),
+        };
+        let crc = std::str::from_utf8(crc)
+            .ok()
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or("not a log record: bad checksum field")?;
+        if crc32(json) != crc {
+            return Err(format!(
+                "checksum mismatch (recorded {crc:08x}, content {:08x})",
+                crc32(json)
+            ));
+        }
+        json
+    };
+    serde_json::from_slice(json).map_err(|e| format!("not a log record: {e}"))
+}
+
 /// The log's lines after `snap_rev`, checked: each must parse and follow the previous
 /// revision by exactly one. A bad last line is a crash in the middle of an append —
 /// a transaction that never returned — and is dropped; a bad line before it is
@@ -310,13 +374,13 @@ fn replay(path: &Path, bytes: &[u8], snap_rev: Revision) -> Result<Vec<LogLine>,
     for (i, raw) in lines.into_iter().enumerate() {
         let number = i + 1;
         let last = number == count;
-        let parsed: LogLine = match serde_json::from_slice(raw) {
+        let parsed: LogLine = match decode_line(raw) {
             Ok(p) => p,
             Err(_) if last => {
                 tracing::warn!(path = %path.display(), line = number, "dropping torn last line of state log");
                 break;
             }
-            Err(e) => return Err(corrupt(path, number, format!("not a log record: {e}"))),
+            Err(reason) => return Err(corrupt(path, number, reason)),
         };
         if parsed.rev <= snap_rev && out.is_empty() {
             continue; // folded into the snapshot before a crash cut the truncation short
@@ -459,12 +523,10 @@ impl Store for Embedded {
             }
         }
         let rev = inner.rev + 1;
-        let mut line = serde_json::to_vec(&LogLine {
+        let line = encode_line(&LogLine {
             rev,
             ops: ops.clone(),
-        })
-        .expect("log line serialises");
-        line.push(b'\n');
+        });
         let write_err = |source| StateError::Write {
             path: log_path.display().to_string(),
             source,

@@ -14,8 +14,8 @@
 //! etcd. A slow watcher never slows a writer.
 //!
 //! The embedded engine ([`Embedded`]) keeps the whole map in memory and makes every
-//! transaction durable in an append-only log (one JSON line per transaction,
-//! `fdatasync`ed before the call returns), folded atomically into a snapshot on open and
+//! transaction durable in an append-only log (one checksummed JSON line per
+//! transaction, `fdatasync`ed before the call returns), folded atomically into a snapshot on open and
 //! whenever the log outgrows a bound, so disk use stays bounded under any number of
 //! writes. After a crash at any point (kill -9, including mid-compaction) it reopens
 //! into exactly the committed transactions: a torn last line — a crash in the middle of
