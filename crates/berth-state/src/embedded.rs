@@ -229,6 +229,11 @@ impl Embedded {
             .map_err(open_err(&log_path))?;
         log.set_len(0).map_err(open_err(&log_path))?;
         log.sync_all().map_err(open_err(&log_path))?;
+        // A log file created just now must survive a power loss as a name too, not
+        // only as data (fsync(2): the directory entry needs an fsync of the directory).
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(open_err(dir))?;
         let compact_at = opts.compact_log_bytes.max(snapshot_bytes);
         Ok(Embedded {
             dir: dir.to_path_buf(),
@@ -248,11 +253,6 @@ impl Embedded {
             #[cfg(test)]
             fail_fsync: std::sync::atomic::AtomicBool::new(false),
         })
-    }
-
-    /// The directory the store lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The revision at or below which watch history is gone: a watch must start at
@@ -583,6 +583,7 @@ impl Store for Embedded {
     fn watch(&self, prefix: &str, from_revision: Option<Revision>) -> Watch {
         let mut inner = self.lock();
         let from = from_revision.unwrap_or(inner.rev);
+        inner.watchers.retain(WatchSender::is_live);
         let (tx, rx) = watch::channel(prefix, self.opts.watch_buffer_events);
         if from < inner.history.compact_rev {
             tx.close(WatchEnd::Compacted {

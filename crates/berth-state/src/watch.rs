@@ -173,6 +173,12 @@ impl WatchSender {
         true
     }
 
+    /// False once the reader dropped the watch or it ended.
+    pub(crate) fn is_live(&self) -> bool {
+        let slot = self.shared.lock();
+        !slot.dropped && slot.end.is_none()
+    }
+
     /// Ends the watch with `end` after the events already queued.
     pub(crate) fn close(&self, end: WatchEnd) {
         let mut slot = self.shared.lock();

@@ -471,6 +471,10 @@ fn dropped_watch_is_forgotten() {
     drop(w);
     s.put("k", "v".into()).unwrap();
     assert_eq!(s.lock().watchers.len(), 1);
+    // also when no write comes: the next watch call prunes
+    drop(_kept);
+    let _third = s.watch("", None);
+    assert_eq!(s.lock().watchers.len(), 1);
 }
 
 /// Closing the store ends its watches with `Closed`.
