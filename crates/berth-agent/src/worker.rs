@@ -58,6 +58,68 @@ struct Worker {
     tx: Sender<Wake>,
     checkers: Vec<Option<Checker>>,
     last_report: Option<TaskReport>,
+    reporter: Reporter,
+}
+
+/// Sends a task's reports from a thread of their own, so that the task's steps never
+/// wait for the control plane's durable write; reports queued while one is sent
+/// collapse into the newest (each report is the whole truth, not a delta).
+struct Reporter {
+    tx: Option<Sender<TaskReport>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Between retries of a report the control plane refused.
+const REPORT_RETRY: Duration = Duration::from_millis(500);
+
+impl Reporter {
+    fn start(ctx: Arc<Ctx>, task_arn: String) -> Reporter {
+        let (tx, rx) = std::sync::mpsc::channel::<TaskReport>();
+        let thread = std::thread::Builder::new()
+            .name("report".into())
+            .spawn(move || {
+                while let Ok(mut r) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        r = newer;
+                    }
+                    loop {
+                        match ctx.control.report(&task_arn, r.clone()) {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::warn!(task = %task_arn, error = %e, "report failed; retrying");
+                                match rx.recv_timeout(REPORT_RETRY) {
+                                    Ok(newer) => r = newer,
+                                    Err(RecvTimeoutError::Timeout) => {}
+                                    Err(RecvTimeoutError::Disconnected) => {
+                                        let _ = ctx.control.report(&task_arn, r.clone());
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawning a thread");
+        Reporter {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, r: TaskReport) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(r);
+        }
+    }
+
+    /// Waits until every queued report has been delivered (or tried).
+    fn finish(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Runs a task to its end (or until the agent process exits: its containers live on).
@@ -84,6 +146,7 @@ pub fn run(
     });
     let span = tracing::info_span!("task", id = %task.task_id);
     let _g = span.enter();
+    let reporter = Reporter::start(ctx.clone(), rec.task.task_arn.clone());
     let mut w = Worker {
         ctx,
         dir,
@@ -91,6 +154,7 @@ pub fn run(
         tx,
         checkers: Vec::new(),
         last_report: None,
+        reporter,
     };
     w.drive(rx);
 }
@@ -243,10 +307,8 @@ impl Worker {
         if self.last_report.as_ref() == Some(&r) {
             return;
         }
-        match self.ctx.control.report(&self.rec.task.task_arn, r.clone()) {
-            Ok(()) => self.last_report = Some(r),
-            Err(e) => tracing::warn!(error = %e, "report failed; will retry"),
-        }
+        self.reporter.send(r.clone());
+        self.last_report = Some(r);
     }
 
     fn set_status(&mut self, s: &str) {
@@ -312,6 +374,7 @@ impl Worker {
         self.rec.stopped_at = Some(now_secs());
         self.rec.stage = Stage::Finished;
         self.set_status("STOPPED");
+        self.reporter.finish();
         self.ctx
             .views
             .lock()

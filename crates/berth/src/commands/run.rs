@@ -94,23 +94,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         container["command"] = json!(a.command);
     }
     let family = format!("berth-run-{}", container_name(&a.image));
-    let def = api
-        .ecs(
-            "RegisterTaskDefinition",
-            &json!({
-                "family": family,
-                "containerDefinitions": [container],
-                "requiresCompatibilities": ["FARGATE"],
-                "networkMode": "awsvpc",
-                "cpu": cpu.to_string(),
-                "memory": memory.to_string(),
-            }),
-        )
-        .context("registering the task definition")?;
-    let def_arn = def["taskDefinition"]["taskDefinitionArn"]
-        .as_str()
-        .context("RegisterTaskDefinition returned no ARN")?
-        .to_string();
+    let wanted = json!({
+        "family": family,
+        "containerDefinitions": [container],
+        "requiresCompatibilities": ["FARGATE"],
+        "networkMode": "awsvpc",
+        "cpu": cpu.to_string(),
+        "memory": memory.to_string(),
+    });
+    // The family's latest revision when it is this very definition (runs of the same
+    // image and options do not pile up revisions), else a new one.
+    let latest = api
+        .ecs("DescribeTaskDefinition", &json!({"taskDefinition": family}))
+        .ok()
+        .map(|d| d["taskDefinition"].clone())
+        .filter(|td| same_definition(td, &wanted));
+    let def_arn = match latest {
+        Some(td) => td["taskDefinitionArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        None => {
+            let def = api
+                .ecs("RegisterTaskDefinition", &wanted)
+                .context("registering the task definition")?;
+            def["taskDefinition"]["taskDefinitionArn"]
+                .as_str()
+                .context("RegisterTaskDefinition returned no ARN")?
+                .to_string()
+        }
+    };
     let out = api
         .ecs(
             "RunTask",
@@ -166,9 +179,64 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::process::exit(exit);
 }
 
+/// Whether a registered definition is the one `wanted` asks for (the fields berth run
+/// sets; ECS fills in defaults for the rest).
+fn same_definition(registered: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    let task_fields = ["cpu", "memory", "networkMode", "requiresCompatibilities"];
+    if task_fields.iter().any(|k| registered[k] != wanted[k]) || registered["status"] != "ACTIVE" {
+        return false;
+    }
+    let (r, w) = (
+        &registered["containerDefinitions"],
+        &wanted["containerDefinitions"],
+    );
+    if r.as_array().map(Vec::len) != Some(1) {
+        return false;
+    }
+    let empty = json!([]);
+    [
+        "name",
+        "image",
+        "essential",
+        "memory",
+        "cpu",
+        "command",
+        "environment",
+    ]
+    .iter()
+    .all(|k| {
+        let (a, b) = (&r[0][k], &w[0][k]);
+        a == b || (*k == "environment" && a.as_array().is_none_or(Vec::is_empty) && b == &empty)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registered definition is reused only when every field berth run sets matches.
+    #[test]
+    fn definition_reuse() {
+        let wanted = json!({"cpu": "256", "memory": "512", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
+            "containerDefinitions": [{"name": "x", "image": "x:1", "essential": true, "environment": [], "command": ["a"]}]});
+        let mut reg = wanted.clone();
+        reg["status"] = json!("ACTIVE");
+        reg["containerDefinitions"][0]["portMappings"] = json!([]);
+        assert!(same_definition(&reg, &wanted));
+        reg["containerDefinitions"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("environment");
+        assert!(same_definition(&reg, &wanted));
+        let mut other = reg.clone();
+        other["containerDefinitions"][0]["command"] = json!(["b"]);
+        assert!(!same_definition(&other, &wanted));
+        let mut other = reg.clone();
+        other["containerDefinitions"][0]["memory"] = json!(64);
+        assert!(!same_definition(&other, &wanted));
+        reg["status"] = json!("INACTIVE");
+        assert!(!same_definition(&reg, &wanted));
+    }
 
     /// Container names come from the repository's last component.
     #[test]
