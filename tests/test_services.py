@@ -199,3 +199,32 @@ def test_service_errors(berth, image, cluster):
     out = ecs.describe_services(cluster=cluster, services=["web", "missing"])
     assert [s["serviceName"] for s in out["services"]] == ["web"]
     assert out["failures"][0]["reason"] == "MISSING"
+
+
+def test_service_cli(berth_bin, berth, image, cluster):
+    """`berth service create|ls|ps|scale|update|events|rm` and `berth cluster ls` over the API."""
+    import subprocess
+
+    def cli(*args, check=True):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        p = subprocess.run([str(berth_bin), args[0], "--endpoint-url", berth.url, "--data-dir",
+                            str(berth.data_dir), "--cluster", cluster, *args[1:]],
+                           env=env, capture_output=True, text=True, timeout=120)
+        if check:
+            assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    ecs = berth.ecs()
+    cli("service", "create", "--name", "web", "--replicas", "2", image, *LOOP)
+    wait_for(lambda: service(ecs, cluster)["runningCount"] == 2, "2 tasks RUNNING")
+    rows = [l.split() for l in cli("service", "ls").splitlines()[1:]]
+    assert rows[0][:5] == ["web", "ACTIVE", "2", "2", "0"], rows
+    cli("service", "scale", "web", "3")
+    wait_for(lambda: len(cli("service", "ps", "web").splitlines()) == 4, "3 tasks in berth service ps")
+    before = set(running_tasks(ecs, cluster))
+    cli("service", "update", "web", "--force")
+    wait_for(lambda: not (set(running_tasks(ecs, cluster)) & before) and
+             len(running_tasks(ecs, cluster)) == 3, "every task replaced by the forced deployment", deadline_s=120)
+    assert "has started" in cli("service", "events", "web")
+    cli("service", "rm", "web")
+    wait_for(lambda: service(ecs, cluster)["status"] == "INACTIVE", "the service gone")

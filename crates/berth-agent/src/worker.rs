@@ -833,13 +833,21 @@ impl Worker {
                     if shim_alive(&c.dir) {
                         continue;
                     }
-                    match self.ctx.runc.state(&c.runtime_id) {
-                        Ok(Some(s)) if s.status == "running" || s.status == "created" => continue,
-                        _ => shim::ExitStatus {
-                            started: true,
-                            error: Some("the container's supervisor disappeared".into()),
-                            ..Default::default()
-                        },
+                    // The shim writes exit.json before it exits: it may have done both
+                    // since the first look.
+                    if let Some(e) = shim::read_exit(&c.dir) {
+                        e
+                    } else {
+                        match self.ctx.runc.state(&c.runtime_id) {
+                            Ok(Some(s)) if s.status == "running" || s.status == "created" => {
+                                continue
+                            }
+                            _ => shim::ExitStatus {
+                                started: true,
+                                error: Some("the container's supervisor disappeared".into()),
+                                ..Default::default()
+                            },
+                        }
                     }
                 }
             };

@@ -49,6 +49,10 @@ enum Command {
     Logs(commands::logs::Args),
     /// Stop tasks.
     Stop(commands::stop::Args),
+    /// ECS services: create, ls, ps, scale, update, rm, events.
+    Service(commands::service::Args),
+    /// ECS clusters: create, ls, rm.
+    Cluster(commands::cluster::Args),
     /// Stop the node's tasks and remove what berth made on this host (server stopped).
     Down(commands::down::Args),
     /// Forward one host port to a task (started by the agent; not for direct use).
@@ -89,6 +93,8 @@ fn main() -> anyhow::Result<()> {
         Command::Ps(a) => commands::ps::run(a),
         Command::Logs(a) => commands::logs::run(a),
         Command::Stop(a) => commands::stop::run(a),
+        Command::Service(a) => commands::service::run(a),
+        Command::Cluster(a) => commands::cluster::run(a),
         Command::Down(a) => commands::down::run(a),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per `berth` subcommand.
 pub mod build;
 mod client;
+pub mod cluster;
 pub mod down;
 pub mod gc;
 pub mod images;
@@ -11,6 +12,7 @@ pub mod pull;
 pub mod push;
 pub mod run;
 pub mod server;
+pub mod service;
 pub mod shim;
 pub mod stop;
 mod tasks;

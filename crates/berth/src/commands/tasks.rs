@@ -51,6 +51,28 @@ pub fn fargate_size(cpu: Option<u32>, memory: Option<u32>) -> Option<(u32, u32)>
         })
 }
 
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn format_epoch(secs: f64) -> String {
+    let t = secs.max(0.0) as i64;
+    let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Civil from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// The task id of an ARN (or the id itself).
 pub fn task_id(arn_or_id: &str) -> &str {
     arn_or_id.rsplit('/').next().unwrap_or(arn_or_id)
@@ -201,6 +223,14 @@ pub fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Epoch seconds print as UTC dates (checked against Python's datetime).
+    #[test]
+    fn dates() {
+        assert_eq!(format_epoch(0.0), "1970-01-01 00:00:00");
+        assert_eq!(format_epoch(1_795_000_000.0), "2026-11-18 11:06:40");
+        assert_eq!(format_epoch(951_782_400.0), "2000-02-29 00:00:00");
+    }
 
     /// The smallest valid Fargate size that fits is chosen.
     #[test]

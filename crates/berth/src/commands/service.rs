@@ -1,0 +1,314 @@
+//! `berth service ...`: ECS services in the style of `docker service`, over the same
+//! ECS API the aws CLI uses (RegisterTaskDefinition, Create/Describe/List/Update/
+//! DeleteService, ListTasks/DescribeTasks).
+
+use anyhow::Context as _;
+use berth_client::ApiClient;
+use serde_json::{json, Value};
+
+use super::tasks::{fargate_size, task_id, ClusterArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    target: ClusterArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Create a service running IMAGE (a task definition named after the service).
+    Create(CreateArgs),
+    /// List the cluster's services.
+    Ls,
+    /// The tasks of a service.
+    Ps {
+        /// Service name.
+        name: String,
+        /// Stopped tasks too.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Set a service's desired count.
+    Scale {
+        /// Service name.
+        name: String,
+        /// Desired number of tasks.
+        replicas: u32,
+    },
+    /// Roll a service to a new image (a rolling deployment), or restart its tasks.
+    Update {
+        /// Service name.
+        name: String,
+        /// The new image.
+        #[arg(long)]
+        image: Option<String>,
+        /// Replace every task even if nothing changed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Scale a service to 0 and delete it.
+    Rm {
+        /// Service name.
+        name: String,
+    },
+    /// A service's events, newest first.
+    Events {
+        /// Service name.
+        name: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// Service name (also the task definition family and the container name).
+    #[arg(long)]
+    name: String,
+    /// Desired number of tasks.
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+    /// Hard memory limit of the container, in MiB.
+    #[arg(long)]
+    memory: Option<u32>,
+    /// CPU units of the container (1024 = one CPU).
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Container port the service listens on (repeatable).
+    #[arg(long = "port", short = 'p')]
+    ports: Vec<u16>,
+    /// Health check command run in the container (CMD-SHELL).
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Image (a repository in berth's registry).
+    image: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let api = a.target.client.api()?;
+    let cluster = a.target.cluster.as_str();
+    match a.command {
+        Command::Create(c) => create(&api, cluster, c),
+        Command::Ls => ls(&api, cluster),
+        Command::Ps { name, all } => ps(&api, cluster, &name, all),
+        Command::Scale { name, replicas } => {
+            api.ecs(
+                "UpdateService",
+                &json!({"cluster": cluster, "service": name, "desiredCount": replicas}),
+            )?;
+            println!("{name} scaled to {replicas}");
+            Ok(())
+        }
+        Command::Update { name, image, force } => update(&api, cluster, &name, image, force),
+        Command::Rm { name } => {
+            api.ecs(
+                "DeleteService",
+                &json!({"cluster": cluster, "service": name, "force": true}),
+            )?;
+            println!("{name} is draining; it is gone once its tasks have stopped");
+            Ok(())
+        }
+        Command::Events { name } => {
+            let s = describe(&api, cluster, &name)?;
+            for e in s["events"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}",
+                    super::tasks::format_epoch(e["createdAt"].as_f64().unwrap_or(0.0)),
+                    e["message"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn describe(api: &ApiClient, cluster: &str, name: &str) -> anyhow::Result<Value> {
+    let out = api.ecs(
+        "DescribeServices",
+        &json!({"cluster": cluster, "services": [name]}),
+    )?;
+    out["services"]
+        .as_array()
+        .and_then(|s| s.first())
+        .cloned()
+        .with_context(|| format!("service {name} not found in cluster {cluster}"))
+}
+
+fn create(api: &ApiClient, cluster: &str, c: CreateArgs) -> anyhow::Result<()> {
+    let (cpu, memory) = fargate_size(c.cpu, c.memory)
+        .context("no Fargate task size fits --cpu/--memory (at most 16384 units and 120 GiB)")?;
+    let mut environment = Vec::new();
+    for e in &c.env {
+        let (k, v) = e
+            .split_once('=')
+            .with_context(|| format!("--env {e}: expected KEY=VALUE"))?;
+        environment.push(json!({"name": k, "value": v}));
+    }
+    let mut container = json!({
+        "name": c.name,
+        "image": c.image,
+        "essential": true,
+        "environment": environment,
+        "portMappings": c.ports.iter().map(|p| json!({"containerPort": p, "protocol": "tcp"})).collect::<Vec<_>>(),
+    });
+    if let Some(m) = c.memory {
+        container["memory"] = json!(m);
+    }
+    if let Some(u) = c.cpu {
+        container["cpu"] = json!(u);
+    }
+    if !c.command.is_empty() {
+        container["command"] = json!(c.command);
+    }
+    if let Some(h) = &c.health_cmd {
+        container["healthCheck"] =
+            json!({"command": ["CMD-SHELL", h], "interval": 5, "timeout": 3, "retries": 3});
+    }
+    let td = api.ecs(
+        "RegisterTaskDefinition",
+        &json!({
+            "family": c.name,
+            "containerDefinitions": [container],
+            "requiresCompatibilities": ["FARGATE"],
+            "networkMode": "awsvpc",
+            "cpu": cpu.to_string(),
+            "memory": memory.to_string(),
+        }),
+    )?;
+    let arn = td["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap_or_default();
+    let s = api.ecs(
+        "CreateService",
+        &json!({"cluster": cluster, "serviceName": c.name, "taskDefinition": arn,
+                "desiredCount": c.replicas, "launchType": "FARGATE"}),
+    )?;
+    println!(
+        "{}",
+        s["service"]["serviceArn"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn ls(api: &ApiClient, cluster: &str) -> anyhow::Result<()> {
+    let arns = api.ecs("ListServices", &json!({"cluster": cluster}))?["serviceArns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "{:<24}  {:<9}  {:>7}  {:>7}  {:>7}  {:<28}  ROLLOUT",
+        "NAME", "STATUS", "DESIRED", "RUNNING", "PENDING", "TASK DEFINITION"
+    );
+    for chunk in arns.chunks(10) {
+        let out = api.ecs(
+            "DescribeServices",
+            &json!({"cluster": cluster, "services": chunk}),
+        )?;
+        for s in out["services"].as_array().into_iter().flatten() {
+            let td = s["taskDefinition"].as_str().unwrap_or_default();
+            println!(
+                "{:<24}  {:<9}  {:>7}  {:>7}  {:>7}  {:<28}  {}",
+                s["serviceName"].as_str().unwrap_or_default(),
+                s["status"].as_str().unwrap_or_default(),
+                s["desiredCount"],
+                s["runningCount"],
+                s["pendingCount"],
+                td.rsplit('/').next().unwrap_or(td),
+                s["deployments"][0]["rolloutState"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ps(api: &ApiClient, cluster: &str, name: &str, all: bool) -> anyhow::Result<()> {
+    let mut arns = Vec::new();
+    let statuses: &[&str] = if all {
+        &["RUNNING", "STOPPED"]
+    } else {
+        &["RUNNING"]
+    };
+    for status in statuses {
+        let out = api.ecs(
+            "ListTasks",
+            &json!({"cluster": cluster, "serviceName": name, "desiredStatus": status}),
+        )?;
+        arns.extend(out["taskArns"].as_array().cloned().unwrap_or_default());
+    }
+    println!(
+        "{:<32}  {:<20}  {:<14}  {:<9}  {:<15}  REASON",
+        "TASK", "DEFINITION", "STATUS", "HEALTH", "IP"
+    );
+    for chunk in arns.chunks(100) {
+        let out = api.ecs(
+            "DescribeTasks",
+            &json!({"cluster": cluster, "tasks": chunk}),
+        )?;
+        for t in out["tasks"].as_array().into_iter().flatten() {
+            let td = t["taskDefinitionArn"].as_str().unwrap_or_default();
+            println!(
+                "{:<32}  {:<20}  {:<14}  {:<9}  {:<15}  {}",
+                task_id(t["taskArn"].as_str().unwrap_or_default()),
+                td.rsplit('/').next().unwrap_or(td),
+                t["lastStatus"].as_str().unwrap_or("-"),
+                t["healthStatus"].as_str().unwrap_or("-"),
+                t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]
+                    .as_str()
+                    .unwrap_or("-"),
+                t["stoppedReason"].as_str().unwrap_or(""),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn update(
+    api: &ApiClient,
+    cluster: &str,
+    name: &str,
+    image: Option<String>,
+    force: bool,
+) -> anyhow::Result<()> {
+    let s = describe(api, cluster, name)?;
+    let mut input = json!({"cluster": cluster, "service": name, "forceNewDeployment": force});
+    if let Some(image) = image {
+        let current = s["taskDefinition"].as_str().unwrap_or_default();
+        let td = api.ecs(
+            "DescribeTaskDefinition",
+            &json!({"taskDefinition": current}),
+        )?["taskDefinition"]
+            .clone();
+        let mut containers = td["containerDefinitions"].clone();
+        if let Some(c) = containers.get_mut(0) {
+            c["image"] = json!(image);
+        }
+        let mut register = json!({
+            "family": td["family"],
+            "containerDefinitions": containers,
+            "networkMode": td["networkMode"],
+            "requiresCompatibilities": td["requiresCompatibilities"],
+        });
+        for k in ["cpu", "memory"] {
+            if td[k].is_string() {
+                register[k] = td[k].clone();
+            }
+        }
+        let new = api.ecs("RegisterTaskDefinition", &register)?;
+        input["taskDefinition"] = new["taskDefinition"]["taskDefinitionArn"].clone();
+    }
+    let out = api.ecs("UpdateService", &input)?;
+    println!(
+        "{}: rolling to {}",
+        name,
+        out["service"]["taskDefinition"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    Ok(())
+}
