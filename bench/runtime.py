@@ -151,17 +151,13 @@ def bench_berth(berth: str, work: Path, procs: Procs, venv: str) -> tuple[list[f
 
     def find_shim():
         nonlocal shim_rss
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if b"shim" in cmdline and any(task_id.encode() in a for a in cmdline):
-                shim_rss = rss_mib(int(pid))
-                return True
-        return False
+        # The shim writes its pid next to its container (standby shims start without
+        # a task id on their command line).
+        pid_file = data / "agent" / "tasks" / task_id / "c0" / "shim.pid"
+        if not pid_file.exists():
+            return False
+        shim_rss = rss_mib(int(pid_file.read_text().strip()))
+        return shim_rss > 0
 
     wait_for(find_shim, "the shim of a running container")
     subprocess.run([berth, "stop", task_id], env=env, capture_output=True)

@@ -82,6 +82,9 @@ pub struct Ctx {
     pub views: Mutex<HashMap<String, TaskRecord>>,
     /// Serialises pulls of one image so that two tasks do not fetch it twice.
     pub pull_lock: Mutex<()>,
+    /// A shim started ahead of need (`berth shim --standby`), so that a container's
+    /// start does not wait for a process to be executed.
+    pub spare_shim: Mutex<Option<std::process::Child>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -91,6 +94,58 @@ impl std::fmt::Debug for Ctx {
 }
 
 impl Ctx {
+    fn spawn_shim(&self) -> std::io::Result<std::process::Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.dir.join("shims.log"))
+            .ok();
+        let mut cmd = std::process::Command::new(&self.config.exe);
+        cmd.arg("shim")
+            .arg("--standby")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(
+                log.map(std::process::Stdio::from)
+                    .unwrap_or_else(std::process::Stdio::null),
+            );
+        // Its own process group: a Ctrl-C aimed at the agent does not reach it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.spawn()
+    }
+
+    /// A shim waiting for its container: the spare if there is one (and a new spare is
+    /// started behind it), else a fresh one.
+    pub fn take_shim(self: &Arc<Self>) -> std::io::Result<std::process::Child> {
+        let spare = self
+            .spare_shim
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let me = self.clone();
+        std::thread::spawn(move || {
+            if let Ok(next) = me.spawn_shim() {
+                let old = me
+                    .spare_shim
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .replace(next);
+                if let Some(mut old) = old {
+                    // Two raced to refill: the extra one exits when its stdin closes.
+                    drop(old.stdin.take());
+                    let _ = old.wait();
+                }
+            }
+        });
+        match spare {
+            Some(mut c) => match c.try_wait() {
+                Ok(None) => Ok(c),
+                _ => self.spawn_shim(),
+            },
+            None => self.spawn_shim(),
+        }
+    }
+
     pub fn gateway(&self) -> Ipv4Addr {
         self.ipam
             .lock()
@@ -191,6 +246,7 @@ impl Agent {
             tokens: Mutex::new(HashMap::new()),
             views: Mutex::new(HashMap::new()),
             pull_lock: Mutex::new(()),
+            spare_shim: Mutex::new(None),
             config,
         });
         let agent = Agent {

@@ -3,7 +3,7 @@
 //! control plane after every change. Everything it learns is saved in the task's
 //! record first, so a restarted agent picks up where this one stopped.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -814,6 +814,7 @@ impl Worker {
         let s = spec::build(&spec_in, HostLimits::current()).map_err(|e| e.to_string())?;
         s.save(rec.dir.join("config.json"))
             .map_err(|e| e.to_string())?;
+        tracing::debug!(container = %rec.name, "bundle ready");
         self.rec.containers[i].spec = Some(c);
         Ok(())
     }
@@ -988,25 +989,15 @@ impl Worker {
         for f in ["exit.json", "pid"] {
             let _ = std::fs::remove_file(c.dir.join(f));
         }
-        let shim_log = std::fs::File::create(c.dir.join("shim.log")).ok();
-        let mut cmd = Command::new(&self.ctx.config.exe);
-        cmd.arg("shim")
-            .arg("--dir")
-            .arg(&c.dir)
-            .arg("--id")
-            .arg(&c.runtime_id)
-            .arg("--runc")
-            .arg(&self.ctx.runc.binary)
-            .arg("--runc-root")
-            .arg(&self.ctx.runc.root)
-            .arg("--cgroups-path")
-            .arg(&c.cgroups_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(shim_log.map(Stdio::from).unwrap_or_else(Stdio::null));
-        // Its own process group: a Ctrl-C aimed at the agent does not reach it.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = match cmd.spawn() {
+        let job = serde_json::json!({
+            "dir": c.dir,
+            "id": c.runtime_id,
+            "runc": self.ctx.runc.binary,
+            "runc_root": self.ctx.runc.root,
+            "cgroups_path": c.cgroups_path,
+        });
+        tracing::debug!(container = %c.name, "starting");
+        let mut child = match self.ctx.take_shim() {
             Ok(c) => c,
             Err(e) => {
                 self.fail_container(
@@ -1016,6 +1007,21 @@ impl Worker {
                 return;
             }
         };
+        // The shim is told its container; its stdin closes, so it never waits on us.
+        let told = child
+            .stdin
+            .take()
+            .map(|mut stdin| writeln!(stdin, "{job}"))
+            .unwrap_or_else(|| Err(std::io::Error::other("no stdin")));
+        if let Err(e) = told {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.fail_container(
+                i,
+                format!("CannotStartContainerError: cannot hand the container to its shim: {e}"),
+            );
+            return;
+        }
         let stdout = child.stdout.take().expect("piped");
         let (first_tx, first_rx) = std::sync::mpsc::channel();
         let tx = self.tx.clone();
@@ -1217,7 +1223,10 @@ fn read_in_root(root: &Path, rel: &str) -> Option<String> {
     .ok()?;
     let mut f = std::fs::File::from(fd);
     let mut s = String::new();
-    f.by_ref().take(1 << 20).read_to_string(&mut s).ok()?;
+    Read::by_ref(&mut f)
+        .take(1 << 20)
+        .read_to_string(&mut s)
+        .ok()?;
     Some(s)
 }
 

@@ -211,10 +211,10 @@ pub fn follow(
             return Ok(t);
         }
         // Fast at first (a short task is done in a few tens of ms), then gently.
-        let wait = if started.elapsed() < Duration::from_secs(2) {
-            10
-        } else {
-            200
+        let wait = match started.elapsed().as_millis() {
+            0..1000 => 3,
+            1000..3000 => 20,
+            _ => 200,
         };
         std::thread::sleep(Duration::from_millis(wait));
     }
