@@ -64,6 +64,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_listen_port() -> int:
+    """A free port below the kernel's ephemeral range, for a server to listen on while
+    other connections run: a port from the ephemeral range (what free_port() returns)
+    can be taken by any outgoing connection before the server binds it."""
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(100):
+        port = random.randint(10000, max(10001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 def wait_for(predicate, what: str, deadline_s: float = DEADLINE_S, interval_s: float = 0.05):
     """Polls `predicate` until it returns a truthy value (returned) or the deadline passes."""
     end = time.monotonic() + deadline_s
@@ -105,7 +124,7 @@ class BerthServer:
     def __post_init__(self):
         self.bridge = "bt" + uuid.uuid4().hex[:10]
         self.subnet = f"10.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"
-        self.metadata_port = free_port()
+        self.metadata_port = free_listen_port()
 
     def node_args(self) -> list[str]:
         """The node options, unless the test chose its own (tests may replace extra_args

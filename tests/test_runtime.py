@@ -241,7 +241,7 @@ def test_stop_timeout_honoured(berth, image, tasks, ecs):
 
 def test_bridge_mode_port_mappings(berth, image, tasks):
     """bridge mode: a dynamic host port (ECS's range) and a static one reach the containers."""
-    static = support.free_port()
+    static = support.free_listen_port()
     arn = tasks.run([
         container(image, name="dyn", command=["httpd", "-f", "-p", "8080", "-h", "/www"],
                   portMappings=[{"containerPort": 8080}]),
