@@ -126,6 +126,18 @@ def bench_berth(berth: str, work: Path, procs: Procs, venv: str) -> tuple[list[f
     srv = procs.start([berth, "server", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}",
                        "--bridge", bridge, "--task-subnet", subnet, "--metadata-port", str(free_port())],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return _bench_berth(berth, work, srv, data, port, venv)
+    finally:
+        # Whatever happened: stop the server, then remove every container, namespace,
+        # mount and the bridge it made.
+        if srv.poll() is None:
+            os.kill(srv.pid, signal.SIGTERM)
+            srv.wait(timeout=30)
+        subprocess.run([berth, "down", "--data-dir", str(data)], capture_output=True)
+
+
+def _bench_berth(berth: str, work: Path, srv, data: Path, port: int, venv: str) -> tuple[list[float], dict]:
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: (data / "credentials").exists(), "berth credentials")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -162,11 +174,7 @@ def bench_berth(berth: str, work: Path, procs: Procs, venv: str) -> tuple[list[f
     wait_for(find_shim, "the shim of a running container")
     subprocess.run([berth, "stop", task_id], env=env, capture_output=True)
     time.sleep(2)  # settle before reading idle memory (not synchronisation: a measurement window)
-    mem = {"rss_start": rss_start, "rss_idle": rss_mib(srv.pid), "shim": shim_rss}
-    os.kill(srv.pid, signal.SIGTERM)
-    srv.wait(timeout=30)
-    subprocess.run([berth, "down", "--data-dir", str(data)], capture_output=True)
-    return times, mem
+    return times, {"rss_start": rss_start, "rss_idle": rss_mib(srv.pid), "shim": shim_rss}
 
 
 def bench_docker(work: Path, procs: Procs) -> tuple[list[float], dict]:
