@@ -85,7 +85,21 @@ pub struct Ctx {
     /// A shim started ahead of need (`berth shim --standby`), so that a container's
     /// start does not wait for a process to be executed.
     pub spare_shim: Mutex<Option<std::process::Child>>,
+    /// A task network made ahead of need (namespace, veth, address), so that a task's
+    /// start does not wait for `ip`.
+    pub net_pool: Mutex<Vec<PooledNet>>,
 }
+
+/// A ready task network nobody uses yet.
+#[derive(Debug, Clone)]
+pub struct PooledNet {
+    pub netns: String,
+    pub host_veth: String,
+    pub address: berth_net::Cidr,
+}
+
+/// Task networks kept ready.
+pub const NET_POOL_SIZE: usize = 1;
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +158,71 @@ impl Ctx {
             },
             None => self.spawn_shim(),
         }
+    }
+
+    /// Makes a task network for the pool (names random, not a task's).
+    fn make_pooled_net(&self) -> Result<PooledNet, String> {
+        let mut r = [0u8; 6];
+        getrandom::getrandom(&mut r).map_err(|e| e.to_string())?;
+        let tag = hex::encode(r);
+        let address = self
+            .ipam
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allocate()
+            .map_err(|e| e.to_string())?;
+        let net = PooledNet {
+            netns: format!("{}p{tag}", self.netns_prefix()),
+            host_veth: format!("{}p{}", self.veth_prefix(), &tag[..7]),
+            address,
+        };
+        let spec = berth_net::TaskNetSpec {
+            netns: net.netns.clone(),
+            bridge: self.config.bridge.clone(),
+            address,
+            gateway: self.gateway(),
+            host_veth: net.host_veth.clone(),
+            mtu: None,
+        };
+        if let Err(e) = berth_net::create_task_netns(&spec) {
+            self.ipam
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .release(address.addr());
+            return Err(e.to_string());
+        }
+        Ok(net)
+    }
+
+    /// Tops the pool up in the background.
+    pub fn refill_net_pool(self: &Arc<Self>) {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            while me.net_pool.lock().unwrap_or_else(|p| p.into_inner()).len() < NET_POOL_SIZE {
+                match me.make_pooled_net() {
+                    Ok(n) => me
+                        .net_pool
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(n),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot make a spare task network");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// A ready task network, if the pool has one (and the pool is refilled).
+    pub fn take_pooled_net(self: &Arc<Self>) -> Option<PooledNet> {
+        let n = self
+            .net_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        self.refill_net_pool();
+        n
     }
 
     pub fn gateway(&self) -> Ipv4Addr {
@@ -247,6 +326,7 @@ impl Agent {
             views: Mutex::new(HashMap::new()),
             pull_lock: Mutex::new(()),
             spare_shim: Mutex::new(None),
+            net_pool: Mutex::new(Vec::new()),
             config,
         });
         let agent = Agent {
@@ -261,6 +341,7 @@ impl Agent {
     /// their shims) and removes what belongs to no task.
     fn adopt(&self) {
         let mut live = Vec::new();
+        let mut live_nets = Vec::new();
         let entries = std::fs::read_dir(&self.ctx.tasks_dir).into_iter().flatten();
         for e in entries.flatten() {
             let Some(rec) = TaskRecord::load(&e.path()) else {
@@ -281,9 +362,14 @@ impl Agent {
             }
             tracing::info!(task = %rec.task.task_id, stage = ?rec.stage, "re-adopting task");
             live.push(rec.task.task_id.clone());
+            if let Some(n) = &rec.net {
+                live_nets.extend(n.netns.clone());
+                live_nets.extend(n.host_veth.clone());
+            }
             self.spawn_worker(rec.task.clone(), Some(rec));
         }
-        crate::cleanup::leftovers(&self.ctx, &live);
+        crate::cleanup::leftovers(&self.ctx, &live, &live_nets);
+        self.ctx.refill_net_pool();
     }
 
     fn spawn_worker(&self, task: AssignedTask, record: Option<TaskRecord>) {

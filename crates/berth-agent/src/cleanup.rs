@@ -13,20 +13,18 @@ use crate::agent::{Ctx, NodeFile};
 use crate::plan::{Phase, StopCode};
 use crate::record::{Stage, TaskRecord};
 
-/// Removes leftovers; `live` are the task ids still owned.
-pub fn leftovers(ctx: &Ctx, live: &[String]) {
+/// Removes leftovers; `live` are the task ids still owned, `live_nets` the
+/// namespaces and host veths their records name.
+pub fn leftovers(ctx: &Ctx, live: &[String], live_nets: &[String]) {
     let owned = |name: &str| live.iter().any(|t| name.contains(&t[..t.len().min(16)]));
     if let Ok(list) = berth_net::list_netns_with_prefix(&ctx.netns_prefix()) {
-        for ns in list.into_iter().filter(|n| !owned(n)) {
+        for ns in list.into_iter().filter(|n| !live_nets.contains(n)) {
             tracing::info!(netns = %ns, "removing a left-over network namespace");
             let _ = berth_net::destroy_task_netns(&ns, None);
         }
     }
     if let Ok(list) = berth_net::list_links_with_prefix(&ctx.veth_prefix()) {
-        for link in list
-            .into_iter()
-            .filter(|l| !live.iter().any(|t| l.ends_with(&t[..8])))
-        {
+        for link in list.into_iter().filter(|l| !live_nets.contains(l)) {
             tracing::info!(%link, "removing a left-over veth");
             let _ = berth_net::ip::run("delete left-over veth", &link, &["link", "del", &link]);
         }

@@ -492,7 +492,7 @@ impl Worker {
             }
         }
         let mode = self.rec.task.network_mode.clone();
-        let id = &self.rec.task.task_id;
+        let id = self.rec.task.task_id.clone();
         let netns = format!("{}{}", self.ctx.netns_prefix(), &id[..id.len().min(16)]);
         let mut net = NetRecord {
             mode: mode.clone(),
@@ -508,6 +508,7 @@ impl Worker {
                 berth_net::create_isolated_netns(&netns).map_err(|e| format!("{e:#}"))?;
                 net.netns = Some(netns);
             }
+            _ if self.take_pooled(&mut net) => {}
             _ => {
                 let address = self
                     .ctx
@@ -542,6 +543,18 @@ impl Worker {
         }
         self.write_network_files()?;
         Ok(())
+    }
+
+    /// Uses a network from the agent's pool for this task; false when it has none.
+    fn take_pooled(&self, net: &mut NetRecord) -> bool {
+        let Some(p) = self.ctx.take_pooled_net() else {
+            return false;
+        };
+        net.ip = Some(p.address.addr().to_string());
+        net.gateway = Some(self.ctx.gateway().to_string());
+        net.netns = Some(p.netns);
+        net.host_veth = Some(p.host_veth);
+        true
     }
 
     /// Host ports of a `bridge` task: each mapping a proxy process of its own; a
