@@ -228,3 +228,32 @@ def test_service_cli(berth_bin, berth, image, cluster):
     assert "has started" in cli("service", "events", "web")
     cli("service", "rm", "web")
     wait_for(lambda: service(ecs, cluster)["status"] == "INACTIVE", "the service gone")
+
+
+def test_tags(berth, aws, image, cluster):
+    """TagResource/UntagResource/ListTagsForResource on clusters, task definitions and
+    services, and the errors for unknown and malformed ARNs."""
+    ecs = berth.ecs()
+    td = register(ecs, image)
+    carn = ecs.describe_clusters(clusters=[cluster])["clusters"][0]["clusterArn"]
+    sarn = ecs.create_service(cluster=cluster, serviceName="web", taskDefinition=td,
+                              desiredCount=0)["service"]["serviceArn"]
+    for arn in (carn, td, sarn):
+        ecs.tag_resource(resourceArn=arn, tags=[{"key": "team", "value": "a"}, {"key": "env", "value": "dev"}])
+        ecs.tag_resource(resourceArn=arn, tags=[{"key": "env", "value": "prod"}])
+        ecs.untag_resource(resourceArn=arn, tagKeys=["team"])
+        assert ecs.list_tags_for_resource(resourceArn=arn)["tags"] == [{"key": "env", "value": "prod"}]
+    out = aws("ecs", "list-tags-for-resource", "--resource-arn", sarn)
+    assert out["tags"] == [{"key": "env", "value": "prod"}]
+
+    def code(**kw):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            ecs.list_tags_for_resource(**kw)
+        return e.value.response["Error"]["Code"]
+
+    assert code(resourceArn=sarn.rsplit("/", 1)[0] + "/nope") == "ResourceNotFoundException"
+    assert code(resourceArn=carn + "-nope") == "ClusterNotFoundException"
+    assert code(resourceArn="not-an-arn") == "InvalidParameterException"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ecs.tag_resource(resourceArn=carn, tags=[{"key": "aws:x", "value": "y"}])
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"

@@ -21,6 +21,8 @@ pub enum EcsError {
     #[error("Service not found.")]
     ServiceNotFound,
     #[error("{0}")]
+    ResourceNotFound(String),
+    #[error("{0}")]
     ServiceNotActive(String),
     #[error("{0}")]
     UnknownOperation(String),
@@ -41,6 +43,7 @@ impl EcsError {
             ClusterNotFound => "ClusterNotFoundException",
             ClusterContainsTasks => "ClusterContainsTasksException",
             ServiceNotFound => "ServiceNotFoundException",
+            ResourceNotFound(_) => "ResourceNotFoundException",
             ServiceNotActive(_) => "ServiceNotActiveException",
             UnknownOperation(_) => "UnknownOperationException",
             Serialization(_) => "SerializationException",

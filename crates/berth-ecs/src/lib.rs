@@ -23,6 +23,7 @@ pub mod agent;
 pub mod error;
 mod ops;
 mod services;
+mod tags;
 pub mod validate;
 
 pub use error::EcsError;

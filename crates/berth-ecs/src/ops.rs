@@ -166,7 +166,7 @@ pub(crate) fn cluster_key(name: &str) -> String {
 fn family_key(family: &str) -> String {
     format!("/ecs/families/{family}")
 }
-fn taskdef_key(family: &str, rev: u32) -> String {
+pub(crate) fn taskdef_key(family: &str, rev: u32) -> String {
     format!("/ecs/taskdefs/{family}/{rev:010}")
 }
 pub(crate) fn task_key(cluster: &str, id: &str) -> String {
@@ -194,9 +194,9 @@ pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), EcsError> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Tag {
     #[serde(default)]
-    key: String,
+    pub(crate) key: String,
     #[serde(default)]
-    value: String,
+    pub(crate) value: String,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ pub(crate) struct TaskDefRecord {
     /// ECS's TaskDefinition shape, as registered (with ECS's defaults filled in).
     pub(crate) task_definition: Value,
     #[serde(default)]
-    tags: Vec<Tag>,
+    pub(crate) tags: Vec<Tag>,
 }
 
 /// ECS's Container shape.
@@ -545,6 +545,9 @@ impl Ecs {
             "ListServices" => self.list_services(input(body)?),
             "UpdateService" => self.update_service(input(body)?),
             "DeleteService" => self.delete_service(input(body)?),
+            "TagResource" => self.tag_resource(input(body)?),
+            "UntagResource" => self.untag_resource(input(body)?),
+            "ListTagsForResource" => self.list_tags_for_resource(input(body)?),
             other => Err(EcsError::UnknownOperation(format!(
                 "operation {other} is not supported by berth's ECS API; see docs/aws-api.md for the supported operations"
             ))),

@@ -25,7 +25,7 @@ use crate::{Context, Ecs, EcsError};
 /// "stopped" events need them for a while), in milliseconds.
 const STOPPED_TASK_MEMORY_MS: u64 = 60 * 60 * 1000;
 
-fn service_key(cluster: &str, name: &str) -> String {
+pub(crate) fn service_key(cluster: &str, name: &str) -> String {
     format!("/ecs/services/{cluster}/{name}")
 }
 
@@ -56,7 +56,7 @@ pub(crate) struct ServiceRecord {
     #[serde(default)]
     placement_strategy: Vec<Value>,
     #[serde(default)]
-    tags: Vec<Tag>,
+    pub(crate) tags: Vec<Tag>,
     #[serde(default)]
     propagate_tags: Option<String>,
     #[serde(default)]
@@ -86,7 +86,7 @@ pub(crate) struct CreateServiceInput {
     placement_strategy: Vec<Value>,
     scheduling_strategy: Option<String>,
     #[serde(default)]
-    tags: Vec<Tag>,
+    pub(crate) tags: Vec<Tag>,
     propagate_tags: Option<String>,
     #[serde(default, rename = "enableECSManagedTags")]
     enable_ecs_managed_tags: bool,
