@@ -385,3 +385,23 @@ def test_kill9_server_keeps_tasks(berth_factory, berth_bin, image, berth):
     assert leftovers == []
     assert _mounts_under(srv.data_dir) == []
     assert subprocess.run(["ip", "link", "show", srv.bridge], capture_output=True).returncode != 0
+
+
+def test_stopped_tasks_are_removed_after_retention(berth_factory, berth_bin, tmp_path):
+    """A STOPPED task stays visible for --stopped-task-retention seconds, then its record
+    and its directory (logs) on the node are removed."""
+    srv = berth_factory(extra_args=["--stopped-task-retention", "2"])
+    ctx = tmp_path / "ctx"
+    (ctx / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nCMD [\"/bin/busybox\", \"echo\", \"bye\"]\n")
+    srv.ecr().create_repository(repositoryName="gc")
+    cli(berth_bin, srv, "build", "-t", "gc:v1", str(ctx), check=True)
+    p = cli(berth_bin, srv, "run", "gc:v1")
+    assert (p.returncode, p.stdout.strip()) == (0, "bye"), p.stderr
+    ecs = srv.ecs()
+    arn = wait_for(lambda: ecs.list_tasks(desiredStatus="STOPPED")["taskArns"], "the task listed")[0]
+    task_dir = srv.data_dir / "agent" / "tasks" / arn.rsplit("/", 1)[1]
+    wait_for(lambda: ecs.describe_tasks(tasks=[arn])["failures"] and not task_dir.exists(),
+             "the stopped task removed after its retention", deadline_s=30)
+    assert ecs.describe_tasks(tasks=[arn])["failures"][0]["reason"] == "MISSING"

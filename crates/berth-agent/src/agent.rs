@@ -393,6 +393,30 @@ impl Agent {
             .expect("spawning a thread");
     }
 
+    /// Removes the directories (logs, records) of tasks that finished more than
+    /// `retention_secs` ago; returns how many went.
+    pub fn gc_finished(&self, retention_secs: f64) -> usize {
+        let cutoff = crate::worker::now_secs() - retention_secs;
+        let mut removed = 0;
+        for e in std::fs::read_dir(&self.ctx.tasks_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Some(rec) = TaskRecord::load(&e.path()) else {
+                continue;
+            };
+            if rec.stage == Stage::Finished
+                && rec.stopped_at.is_some_and(|t| t < cutoff)
+                && !crate::rootfs_mounted_under(&e.path())
+                && std::fs::remove_dir_all(e.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// One pass: new tasks get a worker, known ones hear their desired state, and a
     /// worker whose task is no longer assigned here stops it.
     pub fn sync(&self) {

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub gc_grace_secs: u64,
     /// The built-in agent (the capacity behind FARGATE on this machine), if any.
     pub agent: Option<berth_agent::AgentConfig>,
+    /// Seconds a STOPPED task stays visible (and its logs kept) before it is removed.
+    pub stopped_task_retention_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -578,6 +580,33 @@ pub fn authenticate(
 /// How often services are reconciled when nothing changed, at the latest.
 pub const SERVICE_RESYNC: Duration = Duration::from_secs(1);
 
+/// Removes stopped tasks (records, and the node's directories with their logs) once
+/// they have been STOPPED for `retention` seconds; looks every `retention / 2`
+/// seconds, at least every minute.
+fn spawn_task_gc(app: Arc<App>, agent: Option<berth_agent::Agent>, retention: u64) {
+    let every = Duration::from_secs((retention / 2).clamp(1, 60));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let (app, agent) = (app.clone(), agent.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let r = retention as f64;
+                match app.ecs.gc_stopped_tasks(r) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(tasks = n, "removed stopped tasks past their retention")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot remove stopped tasks"),
+                }
+                if let Some(a) = agent {
+                    a.gc_finished(r);
+                }
+            })
+            .await;
+        }
+    });
+}
+
 /// Keeps every ECS service converging: a round on every change of the ECS state and
 /// every second (deployments and backoff move with time).
 fn spawn_service_controller(app: Arc<App>) {
@@ -599,7 +628,11 @@ fn spawn_service_controller(app: Arc<App>) {
 }
 
 /// Starts the built-in agent and its task metadata endpoint.
-async fn start_agent(app: &Arc<App>, config: berth_agent::AgentConfig) -> Result<(), ServerError> {
+async fn start_agent(
+    app: &Arc<App>,
+    config: berth_agent::AgentConfig,
+    retention: u64,
+) -> Result<(), ServerError> {
     let port = config.metadata_port;
     let source = Arc::new(crate::images::LocalImages {
         registry: app.registry.clone(),
@@ -625,7 +658,8 @@ async fn start_agent(app: &Arc<App>, config: berth_agent::AgentConfig) -> Result
     tokio::spawn(berth_agent::metadata::serve(listener, agent.ctx.clone()));
     tracing::info!(bridge = %agent.ctx.config.bridge, subnet = %agent.ctx.config.subnet, metadata = %addr, "built-in agent running");
     // Stopping the server leaves the containers running: the agent re-adopts them.
-    tokio::spawn(agent.run(std::future::pending()));
+    tokio::spawn(agent.clone().run(std::future::pending()));
+    spawn_task_gc(app.clone(), Some(agent), retention);
     Ok(())
 }
 
@@ -633,8 +667,9 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     // Freed transfer buffers go back to the kernel, not into malloc's arenas.
     berth_registry::sys::tune_allocator();
     let app = App::open(&config)?;
-    if let Some(a) = config.agent.clone() {
-        start_agent(&app, a).await?;
+    match config.agent.clone() {
+        Some(a) => start_agent(&app, a, config.stopped_task_retention_secs).await?,
+        None => spawn_task_gc(app.clone(), None, config.stopped_task_retention_secs),
     }
     spawn_background(app.clone(), &config);
     spawn_service_controller(app.clone());

@@ -256,3 +256,30 @@ pub(crate) fn apply_report(r: &mut TaskRecord, rep: &TaskReport, t: f64) {
     }
     task.version += 1;
 }
+
+impl Ecs {
+    /// Removes the records of tasks STOPPED more than `retention_secs` ago (ECS keeps a
+    /// stopped task visible for about an hour), so that the store does not grow with
+    /// every task ever run. Returns how many went. A record that changed since it was
+    /// read is left for the next round.
+    pub fn gc_stopped_tasks(&self, retention_secs: f64) -> Result<usize, EcsError> {
+        let cutoff = now() - retention_secs;
+        let mut removed = 0;
+        for (key, rec, rev) in self.list::<TaskRecord>("/ecs/tasks/")? {
+            let old = rec.task.last_status == "STOPPED"
+                && rec.task.stopped_at.is_some_and(|t| t < cutoff);
+            if !old {
+                continue;
+            }
+            match self.store.txn(
+                &[berth_state::Compare::at(&key, rev)],
+                vec![berth_state::Op::Delete { key: key.clone() }],
+            ) {
+                Ok(_) => removed += 1,
+                Err(berth_state::StateError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -27,9 +27,15 @@ pub struct Args {
     /// Seconds an unreferenced blob is kept before GC may remove it (protects pushes in flight).
     #[arg(long, default_value_t = 3600)]
     gc_grace: u64,
+    /// Seconds a STOPPED task stays visible (DescribeTasks, its logs) before it is removed.
+    #[arg(long, default_value_t = DEFAULT_STOPPED_TASK_RETENTION)]
+    stopped_task_retention: u64,
     #[command(flatten)]
     node: NodeArgs,
 }
+
+/// ECS keeps a stopped task visible for about an hour.
+pub const DEFAULT_STOPPED_TASK_RETENTION: u64 = 3600;
 
 /// The built-in agent's settings.
 #[derive(clap::Args, Debug)]
@@ -101,6 +107,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             gc_interval_secs: a.gc_interval,
             gc_grace_secs: a.gc_grace,
             agent: a.node.agent_config(&a.data_dir)?,
+            stopped_task_retention_secs: a.stopped_task_retention,
         };
         berth_api::run(config, listener)
             .await
