@@ -408,7 +408,7 @@ impl Agent {
             };
             if rec.stage == Stage::Finished
                 && rec.stopped_at.is_some_and(|t| t < cutoff)
-                && !crate::rootfs_mounted_under(&e.path())
+                && berth_runtime::rootfs::mounts_under(&e.path()).is_some_and(|m| m.is_empty())
                 && std::fs::remove_dir_all(e.path()).is_ok()
             {
                 removed += 1;

@@ -11,7 +11,7 @@ use berth_runtime::runc::Runc;
 
 use crate::agent::{Ctx, NodeFile};
 use crate::plan::{Phase, StopCode};
-use crate::record::{Stage, TaskRecord};
+use crate::record::{ContainerRecord, NetRecord, Stage, TaskRecord};
 
 /// Removes leftovers; `live` are the task ids still owned, `live_nets` the
 /// namespaces and host veths their records name.
@@ -36,13 +36,10 @@ pub fn leftovers(ctx: &Ctx, live: &[String], live_nets: &[String]) {
             let _ = ctx.runc.delete(&c.id);
         }
     }
-    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
-        let prefix = ctx.tasks_dir.display().to_string();
-        for m in berth_runtime::rootfs::mount_points(&info).collect::<Vec<_>>() {
-            if m.starts_with(&prefix) && !owned(&m) {
-                tracing::info!(mount = %m, "unmounting a left-over root filesystem");
-                let _ = rustix::mount::unmount(Path::new(&m), rustix::mount::UnmountFlags::DETACH);
-            }
+    for m in berth_runtime::rootfs::mounts_under(&ctx.tasks_dir).unwrap_or_default() {
+        if !owned(&m.to_string_lossy()) {
+            tracing::info!(mount = %m.display(), "unmounting a left-over root filesystem");
+            let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
         }
     }
     for d in berth_runtime::cgroup::Cgroup::new(&ctx.cgroup_parent()).dirs() {
@@ -52,6 +49,34 @@ pub fn leftovers(ctx: &Ctx, live: &[String], live_nets: &[String]) {
                 let _ = std::fs::remove_dir(e.path());
             }
         }
+    }
+}
+
+/// Removes what a stopped container leaves on the host: its runc state, its overlay
+/// mount and its cgroups. Returns what failed, for the caller to report.
+pub(crate) fn release_container(runc: &Runc, c: &ContainerRecord) -> Vec<String> {
+    let mut failed = Vec::new();
+    if let Err(e) = runc.delete(&c.runtime_id) {
+        failed.push(format!("runc delete: {e}"));
+    }
+    if let Err(e) = Rootfs::new(&c.dir).unmount() {
+        failed.push(format!("unmount: {e}"));
+    }
+    for d in berth_runtime::cgroup::Cgroup::new(&c.cgroups_path).dirs() {
+        let _ = std::fs::remove_dir(d);
+    }
+    failed
+}
+
+/// Removes a task's network: its port proxies and its namespace (with the veth).
+pub(crate) fn release_net(net: &NetRecord) -> Result<(), String> {
+    for (_, _, _, pid) in &net.port_proxies {
+        crate::worker::kill_proxy(*pid);
+    }
+    match &net.netns {
+        Some(ns) => berth_net::destroy_task_netns(ns, net.host_veth.as_deref())
+            .map_err(|e| format!("network namespace {ns}: {e}")),
+        None => Ok(()),
     }
 }
 
@@ -90,32 +115,17 @@ pub fn teardown(dir: &Path, runc_bin: &Path) -> std::io::Result<Teardown> {
                 out.containers += 1;
             }
             let _ = runc.kill(&c.runtime_id, "KILL", true);
-            let _ = runc.delete(&c.runtime_id);
-            if let Some(pid) = std::fs::read_to_string(c.dir.join("shim.pid"))
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-                .and_then(rustix::process::Pid::from_raw)
-            {
-                if crate::worker::shim_alive(&c.dir) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
+            if let Some(pid) = crate::worker::shim_pid(&c.dir) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
-            let _ = Rootfs::new(&c.dir).unmount();
-            for d in berth_runtime::cgroup::Cgroup::new(&c.cgroups_path).dirs() {
-                let _ = std::fs::remove_dir(d);
-            }
+            let _ = release_container(&runc, c);
             if matches!(c.phase, Phase::Running { .. } | Phase::Waiting) {
                 c.phase = Phase::Exited { exit_code: None };
                 c.reason = Some("stopped by berth down".into());
             }
         }
         if let Some(net) = &rec.net {
-            for (_, _, _, pid) in &net.port_proxies {
-                crate::worker::kill_proxy(*pid);
-            }
-            if let Some(ns) = &net.netns {
-                let _ = berth_net::destroy_task_netns(ns, net.host_veth.as_deref());
-            }
+            let _ = release_net(net);
         }
         rec.stop
             .get_or_insert((StopCode::UserInitiated, "Stopped by berth down".into()));
@@ -132,13 +142,8 @@ pub fn teardown(dir: &Path, runc_bin: &Path) -> std::io::Result<Teardown> {
         let _ = runc.kill(&c.id, "KILL", true);
         let _ = runc.delete(&c.id);
     }
-    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
-        let prefix = tasks_dir.display().to_string();
-        for m in berth_runtime::rootfs::mount_points(&info).collect::<Vec<_>>() {
-            if m.starts_with(&prefix) {
-                let _ = rustix::mount::unmount(Path::new(&m), rustix::mount::UnmountFlags::DETACH);
-            }
-        }
+    for m in berth_runtime::rootfs::mounts_under(&tasks_dir).unwrap_or_default() {
+        let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
     }
     for d in berth_runtime::cgroup::Cgroup::new(&format!("/berth/{}", node.key)).dirs() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {

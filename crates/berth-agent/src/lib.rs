@@ -22,14 +22,3 @@ pub mod worker;
 
 pub use agent::{Agent, AgentConfig, AgentError};
 pub use control::{ControlPlane, LocalControlPlane};
-
-/// Whether anything is mounted at or below `dir` (a task directory is never removed
-/// through a mount).
-pub(crate) fn rootfs_mounted_under(dir: &std::path::Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return true;
-    };
-    let prefix = dir.display().to_string();
-    let found = berth_runtime::rootfs::mount_points(&info).any(|m| m.starts_with(&prefix));
-    found
-}

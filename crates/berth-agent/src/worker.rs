@@ -477,12 +477,7 @@ impl Worker {
     fn setup_network(&mut self) -> Result<(), String> {
         // An earlier try that died half-way (recorded before it was made): undo it.
         if let Some(old) = self.rec.net.take() {
-            if let Some(ns) = &old.netns {
-                let _ = berth_net::destroy_task_netns(ns, old.host_veth.as_deref());
-            }
-            for (_, _, _, pid) in &old.port_proxies {
-                kill_proxy(*pid);
-            }
+            let _ = crate::cleanup::release_net(&old);
             if let Some(ip) = old.ip.as_deref().and_then(|ip| ip.parse().ok()) {
                 self.ctx
                     .ipam
@@ -785,8 +780,8 @@ impl Worker {
         let target = rootfs.mount(&img.layers).map_err(|e| error_chain(&e))?;
         let (uid, gid, gids) = containers::resolve_user(
             &c.user,
-            read_in_root(&target, "etc/passwd").as_deref(),
-            read_in_root(&target, "etc/group").as_deref(),
+            berth_runtime::rootfs::read_in_root(&target, "etc/passwd").as_deref(),
+            berth_runtime::rootfs::read_in_root(&target, "etc/group").as_deref(),
         )?;
         let netns = match self.rec.net.as_ref().and_then(|n| n.netns.clone()) {
             Some(ns) => NetNs::Path(berth_net::netns::netns_path(&ns)),
@@ -1128,28 +1123,16 @@ impl Worker {
     fn cleanup(&mut self) {
         self.set_status("DEPROVISIONING");
         for c in &self.rec.containers {
-            if let Err(e) = self.ctx.runc.delete(&c.runtime_id) {
-                tracing::warn!(container = %c.name, error = %e, "runc delete failed");
-            }
-            let fs = Rootfs::new(&c.dir);
-            if let Err(e) = fs.unmount() {
-                tracing::warn!(container = %c.name, error = %e, "unmount failed");
+            for e in crate::cleanup::release_container(&self.ctx.runc, c) {
+                tracing::warn!(container = %c.name, error = %e, "clean-up failed");
             }
             for d in ["upper", "work", "rootfs", "empty"] {
                 let _ = std::fs::remove_dir_all(c.dir.join(d));
             }
-            for d in berth_runtime::cgroup::Cgroup::new(&c.cgroups_path).dirs() {
-                let _ = std::fs::remove_dir(d);
-            }
         }
         if let Some(net) = &self.rec.net {
-            for (_, _, _, pid) in &net.port_proxies {
-                kill_proxy(*pid);
-            }
-            if let Some(ns) = &net.netns {
-                if let Err(e) = berth_net::destroy_task_netns(ns, net.host_veth.as_deref()) {
-                    tracing::warn!(netns = %ns, error = %e, "cannot remove the task network");
-                }
+            if let Err(e) = crate::cleanup::release_net(net) {
+                tracing::warn!(error = %e, "cannot remove the task network");
             }
             if let Some(ip) = net.ip.as_deref().and_then(|ip| ip.parse().ok()) {
                 self.ctx
@@ -1168,30 +1151,36 @@ impl Worker {
 
 /// Stops a port proxy by pid, if that pid still is a berth proxy (pids are reused).
 pub fn kill_proxy(pid: Option<u32>) {
-    let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
-        return;
-    };
-    let cmdline =
-        std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero())).unwrap_or_default();
-    if cmdline.split(|b| *b == 0).any(|a| a == b"proxy") {
+    if let Some(pid) = pid
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        .filter(|&p| is_berth(p, "proxy"))
+    {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
 }
 
-/// Whether the shim of the container in `dir` is still alive.
-pub fn shim_alive(dir: &Path) -> bool {
-    let Some(pid) = std::fs::read_to_string(dir.join("shim.pid"))
+/// Whether `pid` is a berth process running `subcommand` (pids are reused: a recorded
+/// pid may now be anything).
+fn is_berth(pid: rustix::process::Pid, subcommand: &str) -> bool {
+    let cmdline =
+        std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero())).unwrap_or_default();
+    cmdline
+        .split(|b| *b == 0)
+        .any(|a| a == subcommand.as_bytes())
+}
+
+/// The pid of the live shim of the container in `dir`, if it still runs.
+pub fn shim_pid(dir: &Path) -> Option<rustix::process::Pid> {
+    std::fs::read_to_string(dir.join("shim.pid"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    // The pid must still be a berth shim (pids are reused).
-    let cmdline =
-        std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero())).unwrap_or_default();
-    let is_shim = cmdline.split(|b| *b == 0).any(|a| a == b"shim");
-    is_shim && rustix::process::test_kill_process(pid).is_ok()
+        .filter(|&p| is_berth(p, "shim") && rustix::process::test_kill_process(p).is_ok())
+}
+
+/// Whether the shim of the container in `dir` is still alive.
+pub fn shim_alive(dir: &Path) -> bool {
+    shim_pid(dir).is_some()
 }
 
 /// The task's resolv.conf: the host's name servers that a task can reach (loopback
@@ -1213,34 +1202,6 @@ fn resolv_conf() -> String {
         }
     }
     out
-}
-
-/// Reads a small file inside a container root without following links out of it
-/// (openat2 RESOLVE_IN_ROOT): an image's /etc/passwd may be a symlink to anywhere.
-fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    use std::io::Read;
-    let dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let fd = rustix::fs::openat2(
-        &dir,
-        rel,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()?;
-    let mut f = std::fs::File::from(fd);
-    let mut s = String::new();
-    Read::by_ref(&mut f)
-        .take(1 << 20)
-        .read_to_string(&mut s)
-        .ok()?;
-    Some(s)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -307,7 +307,7 @@ fn token_request(app: &App, req: &Request<Incoming>) -> Response<Body> {
                 "token": token,
                 "access_token": token,
                 "expires_in": expires_in,
-                "issued_at": rfc3339(now_unix()),
+                "issued_at": berth_sigv4::format_rfc3339(now_unix()),
             });
             let mut r = Response::new(Body::full(body.to_string()));
             r.headers_mut().insert(
@@ -318,20 +318,6 @@ fn token_request(app: &App, req: &Request<Incoming>) -> Response<Body> {
         }
         Err(msg) => challenge(&msg),
     }
-}
-
-/// `2026-11-25T00:00:00Z` for a Unix time.
-fn rfc3339(unix: u64) -> String {
-    let a = berth_sigv4::format_amz_date(unix);
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &a[0..4],
-        &a[4..6],
-        &a[6..8],
-        &a[9..11],
-        &a[11..13],
-        &a[13..15]
-    )
 }
 
 async fn registry_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {

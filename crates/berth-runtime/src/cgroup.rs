@@ -133,15 +133,17 @@ impl Cgroup {
         }
     }
 
-    /// The cgroup directories of this container (for cleanup of leftovers).
+    /// The cgroup's directories (for clean-up): in every mounted v1 hierarchy (runc
+    /// makes the cgroup in each one it finds), or the one of the unified hierarchy.
     pub fn dirs(&self) -> Vec<PathBuf> {
         match self.mode {
-            Mode::V1 => [
-                "memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer", "cpuset",
-            ]
-            .iter()
-            .map(|c| self.root.join(c).join(&self.path))
-            .collect(),
+            Mode::V1 => std::fs::read_dir(&self.root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path().join(&self.path))
+                .collect(),
             Mode::V2 => vec![self.root.join(&self.path)],
         }
     }
@@ -173,6 +175,10 @@ mod tests {
         .unwrap();
         let s = Cgroup::at(&v1, Mode::V1, "/berth/x").stats();
         assert_eq!((s.oom_kills, s.memory_max_usage_bytes), (1, 1 << 20));
+        std::fs::create_dir_all(v1.join("pids")).unwrap();
+        let mut dirs = Cgroup::at(&v1, Mode::V1, "/berth/x").dirs();
+        dirs.sort();
+        assert_eq!(dirs, [v1.join("memory/berth/x"), v1.join("pids/berth/x")]);
         let v2 = d.path().join("v2");
         std::fs::create_dir_all(v2.join("berth/x")).unwrap();
         std::fs::write(v2.join("cgroup.controllers"), "memory\n").unwrap();

@@ -125,6 +125,45 @@ pub fn is_mount_point(path: &Path) -> bool {
     found
 }
 
+/// The mount points at or below `dir` (whole path components), from
+/// `/proc/self/mountinfo`; `None` when it cannot be read.
+pub fn mounts_under(dir: &Path) -> Option<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let found = mount_points(&info)
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    Some(found)
+}
+
+/// Reads a small file (at most 1 MiB) inside a container root without following links
+/// out of it (`openat2` with `RESOLVE_IN_ROOT`): an image's /etc/passwd may be a
+/// symlink to anywhere.
+pub fn read_in_root(root: &Path, rel: &str) -> Option<String> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::io::Read;
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let mut s = String::new();
+    std::fs::File::from(fd)
+        .take(1 << 20)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
+}
+
 /// The mount points of a mountinfo text (field 5, octal escapes decoded).
 pub fn mount_points(info: &str) -> impl Iterator<Item = String> + '_ {
     info.lines()

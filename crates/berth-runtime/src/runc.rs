@@ -63,19 +63,24 @@ impl Runc {
         c
     }
 
-    fn output(&self, command: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, RuncError> {
-        let out = self
-            .command()
-            .arg(command)
-            .args(args)
-            .arg(id)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+    /// Runs `c` to its end with stderr captured.
+    fn run(&self, c: &mut Command) -> Result<std::process::Output, RuncError> {
+        c.stderr(Stdio::piped())
             .output()
             .map_err(|source| RuncError::Spawn {
                 binary: self.binary.display().to_string(),
                 source,
-            })?;
+            })
+    }
+
+    fn output(&self, command: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, RuncError> {
+        let out = self.run(
+            self.command()
+                .arg(command)
+                .args(args)
+                .arg(id)
+                .stdout(Stdio::piped()),
+        )?;
         if !out.status.success() {
             return Err(RuncError::Failed {
                 command,
@@ -122,16 +127,7 @@ impl Runc {
         if all {
             c.arg("--all");
         }
-        let out = c
-            .arg(id)
-            .arg(signal)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|source| RuncError::Spawn {
-                binary: self.binary.display().to_string(),
-                source,
-            })?;
+        let out = self.run(c.arg(id).arg(signal).stdout(Stdio::null()))?;
         let stderr = clean_stderr(&out.stderr);
         if out.status.success()
             || stderr.contains("not running")

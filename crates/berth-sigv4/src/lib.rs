@@ -390,6 +390,18 @@ fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
+/// `2015-08-30T12:36:00Z` (RFC 3339, UTC) for a Unix time.
+pub fn format_rfc3339(unix: u64) -> String {
+    let (y, m, d) = civil_from_days((unix / 86400) as i64);
+    let secs = unix % 86400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// `20150830T123600Z` for a Unix time.
 pub fn format_amz_date(unix: u64) -> String {
     let days = (unix / 86400) as i64;

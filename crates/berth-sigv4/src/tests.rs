@@ -282,3 +282,12 @@ mod properties {
         }
     }
 }
+
+/// RFC 3339 times agree with the amz-date form and with Python's datetime.
+#[test]
+fn rfc3339_dates() {
+    assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(format_rfc3339(1_440_938_160), "2015-08-30T12:36:00Z");
+    assert_eq!(format_amz_date(1_440_938_160), "20150830T123600Z");
+}

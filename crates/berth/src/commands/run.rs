@@ -5,8 +5,8 @@
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::client::ClientArgs;
 use super::tasks;
+use super::tasks::{ClusterArgs, ContainerArgs};
 
 /// Exit code when the container never ran (Docker's for a daemon-side failure).
 pub const EXIT_NOT_STARTED: i32 = 125;
@@ -16,22 +16,12 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    client: ClientArgs,
-    /// Hard memory limit of the container, in MiB.
-    #[arg(long)]
-    memory: Option<u32>,
-    /// CPU units of the container (1024 = one CPU).
-    #[arg(long)]
-    cpu: Option<u32>,
-    /// Environment variable KEY=VALUE (repeatable).
-    #[arg(long = "env", short = 'e')]
-    env: Vec<String>,
+    target: ClusterArgs,
+    #[command(flatten)]
+    container: ContainerArgs,
     /// Name of the container (default: from the image's repository name).
     #[arg(long)]
     name: Option<String>,
-    /// ECS cluster.
-    #[arg(long, default_value = "default")]
-    cluster: String,
     /// Print the task ARN and return at once instead of following the task.
     #[arg(short, long)]
     detach: bool,
@@ -66,33 +56,9 @@ fn container_name(image: &str) -> String {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let api = a.client.api()?;
+    let api = a.target.client.api()?;
     let name = a.name.clone().unwrap_or_else(|| container_name(&a.image));
-    let mut environment = Vec::new();
-    for e in &a.env {
-        let (k, v) = e
-            .split_once('=')
-            .with_context(|| format!("--env {e}: expected KEY=VALUE"))?;
-        environment.push(json!({"name": k, "value": v}));
-    }
-    let (cpu, memory) = tasks::fargate_size(a.cpu, a.memory).with_context(|| {
-        "no Fargate task size fits --cpu/--memory (at most 16384 units and 120 GiB)"
-    })?;
-    let mut container = json!({
-        "name": name,
-        "image": a.image,
-        "essential": true,
-        "environment": environment,
-    });
-    if let Some(m) = a.memory {
-        container["memory"] = json!(m);
-    }
-    if let Some(c) = a.cpu {
-        container["cpu"] = json!(c);
-    }
-    if !a.command.is_empty() {
-        container["command"] = json!(a.command);
-    }
+    let (container, (cpu, memory)) = a.container.definition(&name, &a.image, &a.command)?;
     let family = format!("berth-run-{}", container_name(&a.image));
     let wanted = json!({
         "family": family,
@@ -128,7 +94,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .ecs(
             "RunTask",
             &json!({
-                "cluster": a.cluster,
+                "cluster": a.target.cluster,
                 "taskDefinition": def_arn,
                 "launchType": "FARGATE",
                 "count": 1,
@@ -147,7 +113,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let interrupts = tasks::interrupts();
     let t = tasks::follow(
         &api,
-        &a.cluster,
+        &a.target.cluster,
         task_arn,
         Some(&name),
         tasks::Until::ContainerStopped,

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use berth_client::ApiClient;
 use serde_json::{json, Value};
 
-use super::tasks::{fargate_size, task_id, ClusterArgs};
+use super::tasks::{list_tasks, print_tasks, ClusterArgs, ContainerArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -68,15 +68,8 @@ struct CreateArgs {
     /// Desired number of tasks.
     #[arg(long, default_value_t = 1)]
     replicas: u32,
-    /// Hard memory limit of the container, in MiB.
-    #[arg(long)]
-    memory: Option<u32>,
-    /// CPU units of the container (1024 = one CPU).
-    #[arg(long)]
-    cpu: Option<u32>,
-    /// Environment variable KEY=VALUE (repeatable).
-    #[arg(long = "env", short = 'e')]
-    env: Vec<String>,
+    #[command(flatten)]
+    container: ContainerArgs,
     /// Container port the service listens on (repeatable).
     #[arg(long = "port", short = 'p')]
     ports: Vec<u16>,
@@ -141,31 +134,12 @@ fn describe(api: &ApiClient, cluster: &str, name: &str) -> anyhow::Result<Value>
 }
 
 fn create(api: &ApiClient, cluster: &str, c: CreateArgs) -> anyhow::Result<()> {
-    let (cpu, memory) = fargate_size(c.cpu, c.memory)
-        .context("no Fargate task size fits --cpu/--memory (at most 16384 units and 120 GiB)")?;
-    let mut environment = Vec::new();
-    for e in &c.env {
-        let (k, v) = e
-            .split_once('=')
-            .with_context(|| format!("--env {e}: expected KEY=VALUE"))?;
-        environment.push(json!({"name": k, "value": v}));
-    }
-    let mut container = json!({
-        "name": c.name,
-        "image": c.image,
-        "essential": true,
-        "environment": environment,
-        "portMappings": c.ports.iter().map(|p| json!({"containerPort": p, "protocol": "tcp"})).collect::<Vec<_>>(),
-    });
-    if let Some(m) = c.memory {
-        container["memory"] = json!(m);
-    }
-    if let Some(u) = c.cpu {
-        container["cpu"] = json!(u);
-    }
-    if !c.command.is_empty() {
-        container["command"] = json!(c.command);
-    }
+    let (mut container, (cpu, memory)) = c.container.definition(&c.name, &c.image, &c.command)?;
+    container["portMappings"] = json!(c
+        .ports
+        .iter()
+        .map(|p| json!({"containerPort": p, "protocol": "tcp"}))
+        .collect::<Vec<_>>());
     if let Some(h) = &c.health_cmd {
         container["healthCheck"] =
             json!({"command": ["CMD-SHELL", h], "interval": 5, "timeout": 3, "retries": 3});
@@ -228,44 +202,19 @@ fn ls(api: &ApiClient, cluster: &str) -> anyhow::Result<()> {
 }
 
 fn ps(api: &ApiClient, cluster: &str, name: &str, all: bool) -> anyhow::Result<()> {
-    let mut arns = Vec::new();
     let statuses: &[&str] = if all {
         &["RUNNING", "STOPPED"]
     } else {
         &["RUNNING"]
     };
+    let mut arns = Vec::new();
     for status in statuses {
-        let out = api.ecs(
-            "ListTasks",
+        arns.extend(list_tasks(
+            api,
             &json!({"cluster": cluster, "serviceName": name, "desiredStatus": status}),
-        )?;
-        arns.extend(out["taskArns"].as_array().cloned().unwrap_or_default());
+        )?);
     }
-    println!(
-        "{:<32}  {:<20}  {:<14}  {:<9}  {:<15}  REASON",
-        "TASK", "DEFINITION", "STATUS", "HEALTH", "IP"
-    );
-    for chunk in arns.chunks(100) {
-        let out = api.ecs(
-            "DescribeTasks",
-            &json!({"cluster": cluster, "tasks": chunk}),
-        )?;
-        for t in out["tasks"].as_array().into_iter().flatten() {
-            let td = t["taskDefinitionArn"].as_str().unwrap_or_default();
-            println!(
-                "{:<32}  {:<20}  {:<14}  {:<9}  {:<15}  {}",
-                task_id(t["taskArn"].as_str().unwrap_or_default()),
-                td.rsplit('/').next().unwrap_or(td),
-                t["lastStatus"].as_str().unwrap_or("-"),
-                t["healthStatus"].as_str().unwrap_or("-"),
-                t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]
-                    .as_str()
-                    .unwrap_or("-"),
-                t["stoppedReason"].as_str().unwrap_or(""),
-            );
-        }
-    }
-    Ok(())
+    print_tasks(api, cluster, &arns)
 }
 
 fn update(

@@ -12,6 +12,59 @@ use serde_json::{json, Value};
 
 use super::client::ClientArgs;
 
+/// A container's resources and environment, as `berth run` and `berth service create`
+/// take them.
+#[derive(clap::Args, Debug)]
+pub struct ContainerArgs {
+    /// Hard memory limit of the container, in MiB.
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// CPU units of the container (1024 = one CPU).
+    #[arg(long)]
+    pub cpu: Option<u32>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+}
+
+impl ContainerArgs {
+    /// The container definition (ECS shape) of `name` running `image` with `command`
+    /// (the image's when empty), and the smallest Fargate task size (cpu, MiB) it fits.
+    pub fn definition(
+        &self,
+        name: &str,
+        image: &str,
+        command: &[String],
+    ) -> anyhow::Result<(Value, (u32, u32))> {
+        let mut environment = Vec::new();
+        for e in &self.env {
+            let (k, v) = e
+                .split_once('=')
+                .with_context(|| format!("--env {e}: expected KEY=VALUE"))?;
+            environment.push(json!({"name": k, "value": v}));
+        }
+        let size = fargate_size(self.cpu, self.memory).context(
+            "no Fargate task size fits --cpu/--memory (at most 16384 units and 120 GiB)",
+        )?;
+        let mut container = json!({
+            "name": name,
+            "image": image,
+            "essential": true,
+            "environment": environment,
+        });
+        if let Some(m) = self.memory {
+            container["memory"] = json!(m);
+        }
+        if let Some(c) = self.cpu {
+            container["cpu"] = json!(c);
+        }
+        if !command.is_empty() {
+            container["command"] = json!(command);
+        }
+        Ok((container, size))
+    }
+}
+
 /// Where a task command goes: the server and the ECS cluster.
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {
@@ -53,29 +106,62 @@ pub fn fargate_size(cpu: Option<u32>, memory: Option<u32>) -> Option<(u32, u32)>
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn format_epoch(secs: f64) -> String {
-    let t = secs.max(0.0) as i64;
-    let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Civil from days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let t = berth_sigv4::format_rfc3339(secs.max(0.0) as u64);
+    t.trim_end_matches('Z').replacen('T', " ", 1)
 }
 
 /// The task id of an ARN (or the id itself).
 pub fn task_id(arn_or_id: &str) -> &str {
     arn_or_id.rsplit('/').next().unwrap_or(arn_or_id)
+}
+
+/// Every task ARN ListTasks gives for `filter` (e.g. `{"cluster": .., "desiredStatus":
+/// "RUNNING"}`), page after page.
+pub fn list_tasks(api: &ApiClient, filter: &Value) -> anyhow::Result<Vec<String>> {
+    let mut arns = Vec::new();
+    let mut input = filter.clone();
+    loop {
+        let out = api.ecs("ListTasks", &input)?;
+        arns.extend(
+            out["taskArns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_string)),
+        );
+        match out["nextToken"].as_str() {
+            Some(t) => input["nextToken"] = json!(t),
+            None => return Ok(arns),
+        }
+    }
+}
+
+/// Prints a table of tasks: id, definition, status, health, address, stopped reason.
+pub fn print_tasks(api: &ApiClient, cluster: &str, arns: &[String]) -> anyhow::Result<()> {
+    println!(
+        "{:<32}  {:<28}  {:<14}  {:<9}  {:<15}  REASON",
+        "TASK", "DEFINITION", "STATUS", "HEALTH", "IP"
+    );
+    for chunk in arns.chunks(100) {
+        let out = api.ecs(
+            "DescribeTasks",
+            &json!({"cluster": cluster, "tasks": chunk}),
+        )?;
+        for t in out["tasks"].as_array().into_iter().flatten() {
+            let def = t["taskDefinitionArn"].as_str().unwrap_or_default();
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+            println!(
+                "{:<32}  {:<28}  {:<14}  {:<9}  {:<15}  {}",
+                task_id(t["taskArn"].as_str().unwrap_or_default()),
+                def.rsplit('/').next().unwrap_or(def),
+                s(&t["lastStatus"]),
+                s(&t["healthStatus"]),
+                s(&t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]),
+                t["stoppedReason"].as_str().unwrap_or(""),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// DescribeTasks of one task.

@@ -154,12 +154,7 @@ impl Drop for RuncExecutor<'_> {
         // Best effort: another build may be using the parent cgroup.
         remove_cgroup(CGROUP_PARENT);
         // Never remove through a mount: that would delete what the overlay shows.
-        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-            .map(|i| {
-                berth_runtime::rootfs::mount_points(&i)
-                    .any(|m| Path::new(&m).starts_with(&self.dir))
-            })
-            .unwrap_or(true);
+        let mounted = berth_runtime::rootfs::mounts_under(&self.dir).is_none_or(|m| !m.is_empty());
         if mounted {
             eprintln!(
                 "warning: {} still has a mount in it; left in place",
@@ -236,8 +231,8 @@ impl RunExecutor for RuncExecutor<'_> {
         let user = str_of("User");
         let (uid, gid, additional_gids) = berth_agent::containers::resolve_user(
             user,
-            read_in_root(&target, "etc/passwd").as_deref(),
-            read_in_root(&target, "etc/group").as_deref(),
+            berth_runtime::rootfs::read_in_root(&target, "etc/passwd").as_deref(),
+            berth_runtime::rootfs::read_in_root(&target, "etc/group").as_deref(),
         )
         .map_err(|e| run_error(line, args, format!("USER {user}"), e))?;
         let mut env: Vec<String> = config
@@ -345,40 +340,7 @@ impl RunExecutor for RuncExecutor<'_> {
 /// root, or every v1 hierarchy, named ones (`systemd`, `unified`) included. `rmdir`
 /// only ever removes an empty cgroup, so a guess that names someone else's is harmless.
 fn remove_cgroup(path: &str) {
-    let root = Path::new("/sys/fs/cgroup");
-    let rel = path.trim_start_matches('/');
-    let mut dirs = vec![root.join(rel)];
-    if let Ok(rd) = std::fs::read_dir(root) {
-        dirs.extend(rd.filter_map(Result::ok).map(|e| e.path().join(rel)));
-    }
-    for d in dirs {
+    for d in berth_runtime::cgroup::Cgroup::new(path).dirs() {
         let _ = std::fs::remove_dir(d);
     }
-}
-
-/// Reads a small file inside a container root without following links out of it
-/// (`openat2` with `RESOLVE_IN_ROOT`): an image's /etc/passwd may be a symlink to anywhere.
-fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    use std::io::Read;
-    let dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let fd = rustix::fs::openat2(
-        &dir,
-        rel,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()?;
-    let mut s = String::new();
-    std::fs::File::from(fd)
-        .take(1 << 20)
-        .read_to_string(&mut s)
-        .ok()?;
-    Some(s)
 }
