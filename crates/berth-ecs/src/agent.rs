@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::EcsError;
+use crate::instances::{self, InstanceRecord};
 use crate::ops::{mark_stopped, now, TaskRecord};
-use crate::Ecs;
+use crate::{Context, Ecs};
 
 /// A task an agent must converge to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,5 +282,209 @@ impl Ecs {
             }
         }
         Ok(removed)
+    }
+}
+
+/// What an agent tells the control plane about its host when it (re)connects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// Cluster name or ARN; "default" is created on first use like RunTask does.
+    pub cluster: String,
+    /// Stable id of the agent (hex chars, derived from its data dir): registering again
+    /// with the same id returns the same container instance.
+    pub agent_id: String,
+    /// Becomes attribute `ecs.availability-zone`.
+    pub zone: String,
+    /// Becomes attribute `ecs.instance-type`.
+    pub instance_type: String,
+    /// CPU units, 1024 per core.
+    pub cpu: u32,
+    /// MiB.
+    pub memory_mib: u32,
+    /// Host ports the host itself uses (ECS's default reserved: 22, 2375, 2376, 51678,
+    /// 51679, [`instances::DEFAULT_RESERVED_PORTS`]).
+    pub reserved_ports: Vec<u16>,
+    /// Custom attributes (name, optional value).
+    pub attributes: Vec<(String, Option<String>)>,
+    /// The host's address (ec2InstanceId-like hostname / private IP), shown in
+    /// DescribeContainerInstances.
+    pub address: Option<String>,
+    pub agent_version: String,
+}
+
+/// The longest agent id accepted (it becomes a store key).
+const MAX_AGENT_ID: usize = 64;
+
+impl Ecs {
+    /// Registers (or re-registers) the agent's host as a container instance; returns
+    /// its containerInstanceArn. Sets agentConnected, status ACTIVE (DRAINING stays
+    /// DRAINING), registeredAt on first registration, the `ecs.*` attributes and the
+    /// custom ones (custom attributes put through the API since are kept).
+    pub fn register_instance(
+        &self,
+        info: &InstanceInfo,
+        ctx: &Context,
+    ) -> Result<String, EcsError> {
+        if info.agent_id.is_empty()
+            || info.agent_id.len() > MAX_AGENT_ID
+            || !info.agent_id.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(EcsError::InvalidParameter(format!(
+                "Invalid agent id '{}': 1 to {MAX_AGENT_ID} hex characters.",
+                info.agent_id
+            )));
+        }
+        let mut attributes = std::collections::BTreeMap::new();
+        for (k, v) in &info.attributes {
+            instances::validate_attribute(k, v.as_deref())?;
+            attributes.insert(k.clone(), v.clone());
+        }
+        attributes.extend(instances::ecs_attributes(&info.zone, &info.instance_type));
+        let t = now();
+        let rec = self.write_instance(
+            &info.cluster,
+            Some(&info.agent_id),
+            None,
+            ctx,
+            |old, ident| {
+                let mut attrs = old.map(|o| o.attributes.clone()).unwrap_or_default();
+                attrs.extend(attributes.clone());
+                InstanceRecord {
+                    ec2_instance_id: info
+                        .address
+                        .clone()
+                        .unwrap_or_else(|| ident.ec2_instance_id()),
+                    id: ident.id.clone(),
+                    arn: ident.arn.clone(),
+                    cluster: ident.cluster.clone(),
+                    cluster_arn: ident.cluster_arn.clone(),
+                    agent_id: Some(info.agent_id.clone()),
+                    status: match old {
+                        Some(o) if o.status == "DRAINING" => "DRAINING".into(),
+                        _ => "ACTIVE".into(),
+                    },
+                    status_reason: None,
+                    agent_connected: true,
+                    registered_at: old.map_or(t, |o| o.registered_at),
+                    last_heartbeat: Some(t),
+                    cpu: info.cpu,
+                    memory_mib: info.memory_mib,
+                    reserved_ports: info.reserved_ports.clone(),
+                    reserved_udp_ports: old.map(|o| o.reserved_udp_ports.clone()).unwrap_or_default(),
+                    attributes: attrs,
+                    version_info: json!({"agentVersion": info.agent_version, "agentHash": "", "dockerVersion": ""}),
+                    tags: old.map(|o| o.tags.clone()).unwrap_or_default(),
+                    version: old.map_or(1, |o| o.version + 1),
+                }
+            },
+        )?;
+        Ok(rec.arn)
+    }
+
+    /// Records a heartbeat (lastHeartbeat time, agentConnected=true).
+    pub fn instance_heartbeat(&self, instance_arn: &str) -> Result<(), EcsError> {
+        let t = now();
+        self.update_instance(instance_arn, |r| {
+            r.last_heartbeat = Some(t);
+            let was = r.agent_connected;
+            r.agent_connected = true;
+            if !was {
+                r.version += 1;
+            }
+            Ok(true)
+        })
+    }
+
+    /// Records that the agent's stream is up or down (agentConnected). Going down
+    /// counts as the last sign of life.
+    pub fn set_instance_connected(
+        &self,
+        instance_arn: &str,
+        connected: bool,
+    ) -> Result<(), EcsError> {
+        let t = now();
+        self.update_instance(instance_arn, |r| {
+            if r.agent_connected == connected {
+                return Ok(false);
+            }
+            r.agent_connected = connected;
+            r.last_heartbeat = Some(t);
+            r.version += 1;
+            Ok(true)
+        })
+    }
+
+    fn update_instance(
+        &self,
+        instance_arn: &str,
+        f: impl FnMut(&mut InstanceRecord) -> Result<bool, EcsError>,
+    ) -> Result<(), EcsError> {
+        let not_found =
+            || EcsError::InvalidParameter(format!("Container instance {instance_arn} not found."));
+        let Some((Some(cluster), id)) = instances::instance_ref(instance_arn) else {
+            return Err(not_found());
+        };
+        self.update(&instances::instance_key(&cluster, &id), not_found, f)?;
+        Ok(())
+    }
+
+    /// Node liveness: every ACTIVE/DRAINING instance whose agent is not connected and
+    /// whose last heartbeat is older than `timeout_secs` before `now` has its
+    /// non-STOPPED tasks marked STOPPED (stopCode `TerminationNotice`, the closest of
+    /// ECS's TaskStopCode values to "the host went away"), containers too. Returns how
+    /// many tasks it stopped; the service controller then replaces them elsewhere.
+    pub fn reap_lost_instances(&self, now: f64, timeout_secs: f64) -> Result<usize, EcsError> {
+        let recs: Vec<InstanceRecord> = self
+            .list::<InstanceRecord>("/ecs/instances/")?
+            .into_iter()
+            .map(|(_, r, _)| r)
+            .collect();
+        let lost = instances::lost_instances(&recs, now, timeout_secs);
+        if lost.is_empty() {
+            return Ok(0);
+        }
+        let mut stopped = 0;
+        for (key, rec, _) in self.list::<TaskRecord>("/ecs/tasks/")? {
+            let Some(l) = lost
+                .iter()
+                .find(|l| rec.agent.as_deref() == Some(l.arn.as_str()))
+            else {
+                continue;
+            };
+            if rec.task.last_status == "STOPPED" {
+                continue;
+            }
+            let reason = instances::lost_reason(l);
+            let mut did = false;
+            self.update(
+                &key,
+                || EcsError::Server(format!("{key} vanished")),
+                |r: &mut TaskRecord| {
+                    did = false;
+                    if r.task.last_status == "STOPPED" || r.agent.as_deref() != Some(l.arn.as_str())
+                    {
+                        return Ok(false);
+                    }
+                    r.task
+                        .stop_code
+                        .get_or_insert_with(|| "TerminationNotice".into());
+                    r.task.stopped_reason.get_or_insert_with(|| reason.clone());
+                    mark_stopped(&mut r.task, now);
+                    r.task.version += 1;
+                    did = true;
+                    Ok(true)
+                },
+            )?;
+            stopped += usize::from(did);
+        }
+        if stopped > 0 {
+            tracing::warn!(
+                stopped,
+                instances = lost.len(),
+                "stopped the tasks of container instances whose agent is lost"
+            );
+            self.notify();
+        }
+        Ok(stopped)
     }
 }

@@ -14,6 +14,9 @@
 //! - `/ecs/taskdefs/<family>/<revision, 10 digits>`: a task definition and its tags;
 //! - `/ecs/tasks/<cluster>/<id>`: a task, the agent it is assigned to and the effective
 //!   definition (overrides applied) the agent runs;
+//! - `/ecs/instances/<cluster>/<id>`: a container instance (id: 32 hex chars) —
+//!   registered resources, attributes, status, agent connection and last heartbeat;
+//! - `/ecs/instance-agents/<cluster>/<agent id>`: which instance an agent registered as;
 //! - `/ecs/services/<cluster>/<name>`: a service: its ECS fields, the controller's spec
 //!   and state (deployments, events); [`Ecs::reconcile_services`] drives it with the
 //!   pure controller in `berth-controller`.
@@ -21,6 +24,7 @@
 
 pub mod agent;
 pub mod error;
+pub mod instances;
 mod ops;
 mod services;
 mod tags;

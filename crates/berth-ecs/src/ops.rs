@@ -1619,4 +1619,4 @@ fn apply_overrides(td: &Value, o: &TaskOverride) -> Result<Value, EcsError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

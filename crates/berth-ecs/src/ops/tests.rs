@@ -9,13 +9,13 @@ use serde_json::{json, Value};
 use crate::agent::{ContainerReport, TaskReport};
 use crate::{Context, Ecs, EcsError};
 
-struct T {
-    ecs: Arc<Ecs>,
-    ctx: Context,
+pub(crate) struct T {
+    pub(crate) ecs: Arc<Ecs>,
+    pub(crate) ctx: Context,
     _dir: tempfile::TempDir,
 }
 
-fn setup() -> T {
+pub(crate) fn setup() -> T {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Embedded::open(&dir.path().join("state")).unwrap());
     T {
@@ -29,20 +29,20 @@ fn setup() -> T {
 }
 
 impl T {
-    fn call(&self, op: &str, body: Value) -> Result<Value, EcsError> {
+    pub(crate) fn call(&self, op: &str, body: Value) -> Result<Value, EcsError> {
         self.ecs.call(op, body.to_string().as_bytes(), &self.ctx)
     }
-    fn ok(&self, op: &str, body: Value) -> Value {
+    pub(crate) fn ok(&self, op: &str, body: Value) -> Value {
         self.call(op, body).unwrap_or_else(|e| panic!("{op}: {e}"))
     }
-    fn err(&self, op: &str, body: Value) -> (String, String) {
+    pub(crate) fn err(&self, op: &str, body: Value) -> (String, String) {
         let e = self.call(op, body).expect_err(op);
         (e.type_name().to_string(), e.to_string())
     }
-    fn register_fargate(&self, family: &str) -> Value {
+    pub(crate) fn register_fargate(&self, family: &str) -> Value {
         self.ok("RegisterTaskDefinition", fargate_def(family))["taskDefinition"].clone()
     }
-    fn run(&self, body: Value) -> Vec<Value> {
+    pub(crate) fn run(&self, body: Value) -> Vec<Value> {
         self.ok("RunTask", body)["tasks"]
             .as_array()
             .unwrap()
@@ -50,7 +50,7 @@ impl T {
     }
 }
 
-fn fargate_def(family: &str) -> Value {
+pub(crate) fn fargate_def(family: &str) -> Value {
     json!({
         "family": family,
         "networkMode": "awsvpc",
