@@ -15,9 +15,12 @@ pub mod cleanup;
 pub mod containers;
 pub mod control;
 pub mod health;
+pub mod join;
 pub mod metadata;
 pub mod plan;
+pub mod protocol;
 pub mod record;
+pub mod remote;
 pub mod worker;
 
 pub use agent::{Agent, AgentConfig, AgentError};

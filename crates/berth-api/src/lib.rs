@@ -12,6 +12,7 @@
 //! The boundary: nothing reaches a service crate unauthenticated.
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod aws;
 pub mod identity;
 pub mod images;

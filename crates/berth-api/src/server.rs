@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub agent: Option<berth_agent::AgentConfig>,
     /// Seconds a STOPPED task stays visible (and its logs kept) before it is removed.
     pub stopped_task_retention_secs: u64,
+    /// Where remote agents join (TLS; `berth agent --server`), if anywhere.
+    pub agent_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,10 @@ pub enum ServerError {
     Agent(#[source] berth_agent::AgentError),
     #[error("cannot serve the task metadata endpoint on {0}")]
     Metadata(SocketAddr, #[source] std::io::Error),
+    #[error("cannot set up the agent listener")]
+    Agents(#[from] crate::agents::AgentsError),
+    #[error("cannot listen for agents on {0}")]
+    AgentListen(SocketAddr, #[source] std::io::Error),
 }
 
 /// The id of the server's own agent: the platform's capacity for FARGATE tasks.
@@ -659,6 +665,18 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     }
     spawn_background(app.clone(), &config);
     spawn_service_controller(app.clone());
+    if let Some(addr) = config.agent_listen {
+        let identity = Arc::new(crate::agents::AgentIdentity::load_or_create(
+            &config.data_dir,
+        )?);
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::AgentListen(addr, e))?;
+        let bound = l.local_addr().map_err(ServerError::Accept)?;
+        tracing::info!(addr = %bound, token = %identity.token_path.display(), "listening for agents");
+        tokio::spawn(crate::agents::serve_agents(l, app.clone(), identity));
+    }
+    crate::agents::spawn_liveness(app.clone());
     let addr = listener.local_addr().map_err(ServerError::Accept)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth server listening (registry at /v2/, AWS APIs at POST /)");
     serve(listener, app, shutdown_signal()).await?;
@@ -666,7 +684,8 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,

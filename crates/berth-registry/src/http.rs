@@ -67,7 +67,8 @@ pub fn parse_route(path: &str) -> Option<Route> {
     }
 }
 
-fn query_params(q: Option<&str>) -> Vec<(String, String)> {
+/// Decoded `key=value` pairs of a query string.
+pub fn query_params(q: Option<&str>) -> Vec<(String, String)> {
     q.unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())

@@ -31,6 +31,8 @@ enum LogFormat {
 enum Command {
     /// Run the berth server in the foreground: registry at /v2/, AWS APIs at POST /.
     Server(commands::server::Args),
+    /// Join this host to a berth server as a container instance (runs its tasks).
+    Agent(commands::agent::Args),
     /// Remove registry blobs no image references (run while the server is stopped).
     Gc(commands::gc::Args),
     /// Build an image from a Dockerfile (subset) and push it to berth's registry.
@@ -82,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Server(a) => commands::server::run(a),
+        Command::Agent(a) => commands::agent::run(a),
         Command::Gc(a) => commands::gc::run(a),
         Command::Build(a) => commands::build::run(a),
         Command::Push(a) => commands::push::run(a),

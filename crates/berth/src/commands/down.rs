@@ -1,6 +1,7 @@
 //! `berth down`: stops every task the server's built-in agent runs and removes what it
 //! made on this host (containers, shims, mounts, namespaces, veths, cgroups, the
-//! bridge). Run it after stopping the server; running it twice is harmless.
+//! bridge). Run it after stopping the server; running it twice is harmless. Given an
+//! agent's data directory (`berth agent --data-dir`), it does the same for that agent.
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use super::server::DEFAULT_DATA_DIR;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The server's data directory.
+    /// The server's (or a `berth agent`'s) data directory.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// The OCI runtime binary.
@@ -18,13 +19,26 @@ pub struct Args {
     runc: PathBuf,
 }
 
+/// The node directories under a data directory: the server's built-in agent
+/// (`agent/`) and a `berth agent`'s (`node/`).
+fn node_dirs(data_dir: &std::path::Path) -> Vec<PathBuf> {
+    ["agent", "node"]
+        .iter()
+        .map(|n| data_dir.join(n))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let dir = a.data_dir.join("agent");
-    let t = berth_agent::cleanup::teardown(&dir, &a.runc)
-        .with_context(|| format!("tearing down the node in {}", dir.display()))?;
+    let (mut tasks, mut containers) = (0, 0);
+    for dir in node_dirs(&a.data_dir) {
+        let t = berth_agent::cleanup::teardown(&dir, &a.runc)
+            .with_context(|| format!("tearing down the node in {}", dir.display()))?;
+        tasks += t.tasks;
+        containers += t.containers;
+    }
     println!(
-        "stopped {} tasks ({} running containers); removed the node's network and mounts",
-        t.tasks, t.containers
+        "stopped {tasks} tasks ({containers} running containers); removed the node's network and mounts"
     );
     Ok(())
 }

@@ -1,4 +1,5 @@
 //! One module per `berth` subcommand.
+pub mod agent;
 pub mod build;
 mod client;
 pub mod cluster;

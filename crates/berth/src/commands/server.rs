@@ -30,6 +30,12 @@ pub struct Args {
     /// Seconds a STOPPED task stays visible (DescribeTasks, its logs) before it is removed.
     #[arg(long, default_value_t = DEFAULT_STOPPED_TASK_RETENTION)]
     stopped_task_retention: u64,
+    /// Where remote agents join (`berth agent --server`; TLS pinned by DATA_DIR/join-token).
+    #[arg(long)]
+    agent_listen: Option<SocketAddr>,
+    /// Run without the built-in agent (registry and API only; tasks stay PROVISIONING).
+    #[arg(long)]
+    no_agent: bool,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -37,12 +43,9 @@ pub struct Args {
 /// ECS keeps a stopped task visible for about an hour.
 pub const DEFAULT_STOPPED_TASK_RETENTION: u64 = 3600;
 
-/// The built-in agent's settings.
+/// A node's settings (the server's built-in agent, or `berth agent`).
 #[derive(clap::Args, Debug)]
 pub struct NodeArgs {
-    /// Run without the built-in agent (registry and API only; tasks stay PROVISIONING).
-    #[arg(long)]
-    no_agent: bool,
     /// Name of the node bridge tasks attach to (at most 15 characters).
     #[arg(long, default_value = DEFAULT_BRIDGE)]
     bridge: String,
@@ -66,27 +69,26 @@ pub const DEFAULT_BRIDGE: &str = "berth0";
 pub const DEFAULT_TASK_SUBNET: &str = "10.213.0.0/24";
 
 impl NodeArgs {
-    /// The agent's configuration under `data_dir`, or `None` with `--no-agent`.
-    pub fn agent_config(
-        &self,
-        data_dir: &std::path::Path,
-    ) -> anyhow::Result<Option<berth_agent::AgentConfig>> {
-        if self.no_agent {
-            return Ok(None);
-        }
+    /// The availability zone this node reports.
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// The agent's configuration, keeping its state in `dir`.
+    pub fn agent_config(&self, dir: PathBuf) -> anyhow::Result<berth_agent::AgentConfig> {
         let subnet = self
             .task_subnet
             .parse()
             .map_err(|e| anyhow::anyhow!("--task-subnet {}: {e}", self.task_subnet))?;
-        Ok(Some(berth_agent::AgentConfig {
-            dir: data_dir.join("agent"),
+        Ok(berth_agent::AgentConfig {
+            dir,
             bridge: self.bridge.clone(),
             subnet,
             runc: self.runc.clone(),
             exe: std::env::current_exe().context("cannot find the berth executable")?,
             metadata_port: self.metadata_port,
             availability_zone: self.zone.clone(),
-        }))
+        })
     }
 }
 
@@ -106,8 +108,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             lifecycle_interval_secs: a.lifecycle_interval,
             gc_interval_secs: a.gc_interval,
             gc_grace_secs: a.gc_grace,
-            agent: a.node.agent_config(&a.data_dir)?,
+            agent: if a.no_agent {
+                None
+            } else {
+                Some(a.node.agent_config(a.data_dir.join("agent"))?)
+            },
             stopped_task_retention_secs: a.stopped_task_retention,
+            agent_listen: a.agent_listen,
         };
         berth_api::run(config, listener)
             .await
