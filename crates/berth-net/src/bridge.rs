@@ -2,7 +2,9 @@
 //!
 //! Blocking (runs `ip`). Tasks on one bridge talk at layer 2; the host reaches them through
 //! the connected route the gateway address brings. Nothing here routes or NATs off the
-//! machine: see [`ensure_bridge`] for the forwarding guard.
+//! machine: see [`ensure_bridge`] for the forwarding guard. The one exception,
+//! [`BridgeConfig::forwarding`], is for an agent inside a test host's namespace (see
+//! [`crate::testhosts`]) and is refused in a namespace with a default route.
 
 use std::path::PathBuf;
 
@@ -22,13 +24,27 @@ pub enum BridgeError {
     NotABridge { name: String },
     #[error("configuring bridge")]
     Ip(#[from] IpError),
-    #[error("turning off IP forwarding from bridge {name} ({path})")]
+    #[error("setting IP forwarding of bridge {name} to {value} ({path})")]
     Forwarding {
         name: String,
+        value: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing to turn on IP forwarding for bridge {name}: this network namespace has a default route ({route}), so forwarded traffic could leave the machine")]
+    ForwardingWithDefaultRoute { name: String, route: String },
+}
+
+/// How the bridge is set up beyond its name and gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// Route packets received on the bridge to other interfaces: turns on
+    /// `net.ipv4.conf.<bridge>.forwarding` and `net.ipv4.ip_forward` of the caller's network
+    /// namespace. Off by default (the built-in agent). Only for an agent running inside a
+    /// test host's namespace, whose only routes lead to other test hosts' berth subnets;
+    /// refused in a namespace with a default route (such as the machine's own).
+    pub forwarding: bool,
 }
 
 /// The `ip` script that brings the bridge to the wanted state (pure).
@@ -58,10 +74,55 @@ pub fn bridge_plan(name: &str, gateway: Cidr, exists: bool) -> Batch {
 }
 
 /// The sysctl that decides whether packets received on `name` may be routed elsewhere.
+///
+/// `/proc/sys/net` belongs to the network namespace of the thread that opens the file
+/// (proc_sys(5)), so this reads and writes the caller's namespace's value.
 pub fn forwarding_sysctl(name: &str) -> PathBuf {
     PathBuf::from("/proc/sys/net/ipv4/conf")
         .join(name)
         .join("forwarding")
+}
+
+/// The namespace-wide IPv4 forwarding switch of the caller's network namespace.
+pub const IP_FORWARD_SYSCTL: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// The first default route in `ip -4 -o route show table all` output (pure): a line whose
+/// destination is `default` or `0.0.0.0/0`, after an optional route type (`unicast`,
+/// `blackhole`, ...). Blackhole, unreachable and prohibit defaults send nothing anywhere
+/// and are not counted.
+pub fn find_default_route(routes: &str) -> Option<&str> {
+    const TYPES: [&str; 7] = [
+        "unicast",
+        "local",
+        "broadcast",
+        "multicast",
+        "anycast",
+        "throw",
+        "nat",
+    ];
+    const DEAD: [&str; 3] = ["blackhole", "unreachable", "prohibit"];
+    routes.lines().map(str::trim).find(|line| {
+        let mut words = line.split_whitespace();
+        let mut dst = words.next();
+        if dst.is_some_and(|w| DEAD.contains(&w)) {
+            return false;
+        }
+        if dst.is_some_and(|w| TYPES.contains(&w)) {
+            dst = words.next();
+        }
+        matches!(dst, Some("default" | "0.0.0.0/0"))
+    })
+}
+
+/// The caller's namespace's IPv4 default route, if it has one (asked of `ip`, which runs
+/// in the caller's network namespace).
+pub fn default_route() -> Result<Option<String>, IpError> {
+    let out = ip::run(
+        "look for a default route",
+        "table all",
+        &["-4", "-o", "route", "show", "table", "all"],
+    )?;
+    Ok(find_default_route(&out).map(str::to_owned))
 }
 
 /// Creates the bridge if missing, sets the gateway address and brings it up. Idempotent.
@@ -74,6 +135,21 @@ pub fn forwarding_sysctl(name: &str) -> PathBuf {
 /// host and tasks are not forwarding and are unaffected. A later write to
 /// `net.ipv4.conf.all.forwarding` resets it; calling this again restores it.
 pub fn ensure_bridge(name: &str, gateway: Cidr) -> Result<(), BridgeError> {
+    ensure_bridge_with(name, gateway, BridgeConfig::default())
+}
+
+/// [`ensure_bridge`] with options. With `forwarding`, the bridge's
+/// `net.ipv4.conf.<bridge>.forwarding` and the namespace's `net.ipv4.ip_forward` are set to
+/// `1` instead, in the caller's network namespace only — after checking that the namespace
+/// has no IPv4 default route, without which a forwarded packet can only go to the subnets
+/// the namespace has routes for (a test host's: other test hosts' berth subnets).
+/// Writing `ip_forward` sets `conf.all` and `conf.default` too (ip-sysctl.rst), so every
+/// interface of that namespace forwards: the namespace's routes decide where to.
+pub fn ensure_bridge_with(
+    name: &str,
+    gateway: Cidr,
+    config: BridgeConfig,
+) -> Result<(), BridgeError> {
     validate_ifname(name)?;
     let block = gateway.block();
     if block.nth_host(1).is_none()
@@ -82,6 +158,14 @@ pub fn ensure_bridge(name: &str, gateway: Cidr) -> Result<(), BridgeError> {
     {
         return Err(BridgeError::BadGateway { gateway });
     }
+    if config.forwarding {
+        if let Some(route) = default_route()? {
+            return Err(BridgeError::ForwardingWithDefaultRoute {
+                name: name.into(),
+                route,
+            });
+        }
+    }
     let exists = link_exists(name);
     if exists && !is_bridge(name) {
         return Err(BridgeError::NotABridge { name: name.into() });
@@ -89,13 +173,22 @@ pub fn ensure_bridge(name: &str, gateway: Cidr) -> Result<(), BridgeError> {
     bridge_plan(name, gateway, exists)
         .run()
         .map_err(|f| f.error)?;
-    let path = forwarding_sysctl(name);
-    std::fs::write(&path, "0").map_err(|source| BridgeError::Forwarding {
-        name: name.into(),
-        path,
-        source,
-    })?;
-    tracing::debug!(bridge = name, %gateway, created = !exists, "bridge ready");
+    let write = |path: PathBuf, value: &'static str| {
+        std::fs::write(&path, value).map_err(|source| BridgeError::Forwarding {
+            name: name.into(),
+            value,
+            path,
+            source,
+        })
+    };
+    if config.forwarding {
+        // ip_forward first: writing it resets every conf.*.forwarding of the namespace.
+        write(IP_FORWARD_SYSCTL.into(), "1")?;
+        write(forwarding_sysctl(name), "1")?;
+    } else {
+        write(forwarding_sysctl(name), "0")?;
+    }
+    tracing::debug!(bridge = name, %gateway, created = !exists, forwarding = config.forwarding, "bridge ready");
     Ok(())
 }
 
@@ -119,6 +212,29 @@ pub fn remove_bridge(name: &str) -> Result<(), BridgeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Default routes are found in any table and with a route type; dead ends and other
+    /// destinations are not default routes.
+    #[test]
+    fn finds_default_route() {
+        let root = "default via 192.0.2.1 dev eth0 \n\
+                    192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2 \n\
+                    local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 \n";
+        assert_eq!(
+            find_default_route(root),
+            Some("default via 192.0.2.1 dev eth0")
+        );
+        let host = "10.214.7.0/24 dev eth0 proto kernel scope link src 10.214.7.10 \n\
+                    10.215.57.0/24 via 10.214.7.11 dev eth0 \n\
+                    local 10.214.7.10 dev eth0 table local proto kernel scope host src 10.214.7.10 \n";
+        assert_eq!(find_default_route(host), None);
+        assert_eq!(find_default_route(""), None);
+        assert!(find_default_route("unicast default via 10.0.0.1 dev x table 100").is_some());
+        assert!(find_default_route("0.0.0.0/0 via 10.0.0.1 dev x").is_some());
+        assert_eq!(find_default_route("blackhole default"), None);
+        assert_eq!(find_default_route("unreachable default table 7"), None);
+        assert_eq!(find_default_route("10.0.0.0/8 dev x # default"), None);
+    }
 
     /// A missing bridge is created first; an existing one is only re-addressed and upped.
     #[test]

@@ -97,6 +97,11 @@ impl Cidr {
         u32::from(ip) & self.mask_bits() == u32::from(self.network())
     }
 
+    /// Whether the two blocks share an address (one contains the other's network address).
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+
     /// The `n`th host address, counting from 1 (`network + n`), if `1 <= n <= host_count()`.
     pub fn nth_host(&self, n: u32) -> Option<Ipv4Addr> {
         (n >= 1 && n <= self.host_count()).then(|| Ipv4Addr::from(u32::from(self.network()) + n))

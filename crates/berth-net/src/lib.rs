@@ -28,7 +28,7 @@ pub mod portmap;
 pub mod proxy;
 pub mod resolv;
 
-pub use bridge::{ensure_bridge, remove_bridge, BridgeError};
+pub use bridge::{ensure_bridge, ensure_bridge_with, remove_bridge, BridgeConfig, BridgeError};
 pub use hosts::{render_hosts, ExtraHost, HostsSpec};
 pub use ipam::{Cidr, CidrError, Ipam, IpamError};
 pub use links::list_links_with_prefix;

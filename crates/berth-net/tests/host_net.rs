@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,18 +18,11 @@ use berth_net::netns::{
 };
 use berth_net::{Cidr, Ipam};
 
+mod common;
+
+use common::{hex8, ip_out, Proc};
+
 const PYTHON: &str = "/usr/bin/python3";
-
-fn hex8() -> String {
-    let mut b = [0u8; 4];
-    getrandom::getrandom(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn ip_out(args: &[&str]) -> String {
-    let out = Command::new(IP_BIN).args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A 10.213.X.0/24 no other test in this process holds and no interface on the host uses.
 fn fresh_subnet() -> Cidr {
@@ -112,16 +105,6 @@ struct NameGuard(String, Option<String>);
 impl Drop for NameGuard {
     fn drop(&mut self) {
         let _ = destroy_task_netns(&self.0, self.1.as_deref());
-    }
-}
-
-/// A process killed and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -91,6 +91,17 @@ fn cidr_contains() {
     assert!(!c.contains(ip("10.213.7.255")));
 }
 
+/// Blocks overlap when one holds the other, whichever is written first; neighbours do not.
+#[test]
+fn cidr_overlaps() {
+    let big = cidr("10.215.0.0/16");
+    assert!(big.overlaps(&cidr("10.215.9.0/24")));
+    assert!(cidr("10.215.9.7/24").overlaps(&big));
+    assert!(cidr("10.215.9.0/24").overlaps(&cidr("10.215.9.128/25")));
+    assert!(!cidr("10.215.9.0/24").overlaps(&cidr("10.215.10.0/24")));
+    assert!(!cidr("10.214.0.0/16").overlaps(&big));
+}
+
 /// `nth_host` counts from the network address, stops before broadcast.
 #[test]
 fn cidr_nth_host() {
@@ -288,6 +299,7 @@ proptest! {
         prop_assert_eq!(c.to_string().parse::<Cidr>(), Ok(c));
         prop_assert!(c.contains(c.addr()));
         prop_assert!(c.contains(c.network()) && c.contains(c.broadcast()));
+        prop_assert!(c.overlaps(&c.block()));
     }
 
     /// Under any sequence of operations no address is handed out twice, the gateway,
