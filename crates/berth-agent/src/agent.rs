@@ -40,6 +40,10 @@ pub struct AgentConfig {
     pub metadata_port: u16,
     /// Reported as the tasks' availability zone.
     pub availability_zone: String,
+    /// Route between the task bridge and the host's other interfaces (an agent in a
+    /// test host's namespace, so that tasks on other hosts reach its tasks); off for
+    /// the built-in agent.
+    pub forwarding: bool,
 }
 
 /// Errors starting the agent.
@@ -295,7 +299,10 @@ impl Agent {
         let runc_root = mk(config.dir.join("runc"))?;
         let snapshots = Snapshots::open(config.dir.join("snapshots"))?;
         let ipam = Ipam::new(config.subnet)?;
-        berth_net::ensure_bridge(&config.bridge, ipam.gateway()).map_err(|source| {
+        let bridge = berth_net::BridgeConfig {
+            forwarding: config.forwarding,
+        };
+        berth_net::ensure_bridge_with(&config.bridge, ipam.gateway(), bridge).map_err(|source| {
             AgentError::Bridge {
                 bridge: config.bridge.clone(),
                 source,

@@ -14,6 +14,7 @@
 
 pub mod agents;
 pub mod aws;
+pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod logs;

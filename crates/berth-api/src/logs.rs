@@ -81,7 +81,7 @@ fn parse_token(t: &str) -> Result<(char, usize), AwsError> {
 }
 
 /// GetLogEvents over the node's container logs.
-pub fn get_log_events(tasks_dir: Option<&Path>, body: &[u8]) -> Result<Value, AwsError> {
+pub fn get_log_events(tasks_dirs: &[std::path::PathBuf], body: &[u8]) -> Result<Value, AwsError> {
     let input: GetLogEvents = serde_json::from_slice(body).map_err(|e| {
         AwsError::new(
             400,
@@ -95,8 +95,9 @@ pub fn get_log_events(tasks_dir: Option<&Path>, body: &[u8]) -> Result<Value, Aw
         Some(l) if (1..=MAX_EVENTS as i64).contains(&l) => l as usize,
         Some(l) => return Err(invalid(format!("limit {l} is outside 1-{MAX_EVENTS}"))),
     };
-    let path = tasks_dir
-        .and_then(|d| log_file(d, &input.log_stream_name))
+    let path = tasks_dirs
+        .iter()
+        .find_map(|d| log_file(d, &input.log_stream_name))
         .ok_or_else(|| not_found(&input.log_stream_name))?;
     let events: Vec<_> = berth_runtime::logs::read_all(&path)
         .unwrap_or_default()
@@ -155,12 +156,12 @@ mod tests {
     fn forward_paging() {
         let d = setup();
         let body = br#"{"logGroupName":"g","logStreamName":"ecs/web/abc123","startFromHead":true,"limit":2}"#;
-        let r = get_log_events(Some(d.path()), body).unwrap();
+        let r = get_log_events(&[d.path().to_path_buf()], body).unwrap();
         assert_eq!(r["events"][0]["message"], "line 0");
         assert_eq!(r["nextForwardToken"], "f/2");
         let body =
             br#"{"logGroupName":"g","logStreamName":"ecs/web/abc123","nextToken":"f/4","limit":2}"#;
-        let r = get_log_events(Some(d.path()), body).unwrap();
+        let r = get_log_events(&[d.path().to_path_buf()], body).unwrap();
         assert_eq!(r["events"].as_array().unwrap().len(), 1);
         assert_eq!(r["nextForwardToken"], "f/5");
     }
@@ -170,7 +171,7 @@ mod tests {
     fn tail_by_default() {
         let d = setup();
         let body = br#"{"logGroupName":"g","logStreamName":"x/web/abc123","limit":1}"#;
-        let r = get_log_events(Some(d.path()), body).unwrap();
+        let r = get_log_events(&[d.path().to_path_buf()], body).unwrap();
         assert_eq!(r["events"][0]["message"], "line 4");
     }
 
@@ -179,13 +180,13 @@ mod tests {
     fn errors() {
         let d = setup();
         let e =
-            get_log_events(Some(d.path()), br#"{"logStreamName":"ecs/nope/abc123"}"#).unwrap_err();
+            get_log_events(&[d.path().to_path_buf()], br#"{"logStreamName":"ecs/nope/abc123"}"#).unwrap_err();
         assert_eq!(e.type_name, "ResourceNotFoundException");
-        let e = get_log_events(Some(d.path()), br#"{"logStreamName":"ecs/web/../../etc"}"#)
+        let e = get_log_events(&[d.path().to_path_buf()], br#"{"logStreamName":"ecs/web/../../etc"}"#)
             .unwrap_err();
         assert_eq!(e.type_name, "ResourceNotFoundException");
         let e = get_log_events(
-            Some(d.path()),
+            &[d.path().to_path_buf()],
             br#"{"logStreamName":"ecs/web/abc123","nextToken":"zz"}"#,
         )
         .unwrap_err();

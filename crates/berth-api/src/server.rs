@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub stopped_task_retention_secs: u64,
     /// Where remote agents join (TLS; `berth agent --server`), if anywhere.
     pub agent_listen: Option<SocketAddr>,
+    /// Test hosts to make on this machine (`--hosts N --zones a,b`).
+    pub hosts: Option<crate::hosts::HostsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,8 @@ pub enum ServerError {
     Metadata(SocketAddr, #[source] std::io::Error),
     #[error("cannot set up the agent listener")]
     Agents(#[from] crate::agents::AgentsError),
+    #[error("cannot make the test hosts")]
+    Hosts(#[from] crate::hosts::HostsError),
     #[error("cannot listen for agents on {0}")]
     AgentListen(SocketAddr, #[source] std::io::Error),
 }
@@ -81,8 +85,9 @@ pub struct App {
     pub ecr: Ecr,
     /// The ECS API; the agent that runs FARGATE tasks reads its assignments here.
     pub ecs: Arc<Ecs>,
-    /// The built-in agent's task directory (container logs for the Logs API).
-    pub agent_tasks_dir: Option<PathBuf>,
+    /// The task directories of the nodes on this machine (the built-in agent's, the
+    /// test hosts'): container logs for the Logs API.
+    pub task_dirs: Vec<PathBuf>,
     pub identities: Identities,
 }
 
@@ -128,7 +133,15 @@ impl App {
                 Ecs::new(store, Some(BUILTIN_AGENT.to_string()))
                     .with_builtin_ec2(config.agent.is_some()),
             ),
-            agent_tasks_dir: config.agent.as_ref().map(|a| a.dir.join("tasks")),
+            task_dirs: config
+                .agent
+                .as_ref()
+                .map(|a| a.dir.join("tasks"))
+                .into_iter()
+                .chain(config.hosts.iter().flat_map(|h| {
+                    (0..h.count).map(|i| crate::hosts::tasks_dir(&config.data_dir, i))
+                }))
+                .collect(),
             registry,
             identities,
         }))
@@ -415,10 +428,10 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
                 .map_err(|e| aws::ecr_error(&e))
         }
         Service::Logs => {
-            let dir = app.agent_tasks_dir.clone();
+            let dirs = app.task_dirs.clone();
             let op = op.to_string();
             tokio::task::spawn_blocking(move || match op.as_str() {
-                "GetLogEvents" => crate::logs::get_log_events(dir.as_deref(), &body),
+                "GetLogEvents" => crate::logs::get_log_events(&dirs, &body),
                 _ => Err(AwsError::new(
                     400,
                     "UnknownOperationException",
@@ -677,9 +690,20 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
         tokio::spawn(crate::agents::serve_agents(l, app.clone(), identity));
     }
     crate::agents::spawn_liveness(app.clone());
+    let hosts = match (config.hosts.clone(), identity) {
+        (Some(h), Some(identity)) => Some(
+            crate::hosts::RunningHosts::start(app.clone(), &config.data_dir, h, identity).await?,
+        ),
+        _ => None,
+    };
     let addr = listener.local_addr().map_err(ServerError::Accept)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth server listening (registry at /v2/, AWS APIs at POST /)");
-    serve(listener, app, shutdown_signal()).await?;
+    let served = serve(listener, app, shutdown_signal()).await;
+    if let Some(h) = hosts {
+        tracing::info!("stopping the test hosts");
+        let _ = tokio::task::spawn_blocking(move || h.stop()).await;
+    }
+    served?;
     tracing::info!("berth server stopped");
     Ok(())
 }

@@ -59,6 +59,11 @@ pub struct Args {
     /// in DescribeContainerInstances).
     #[arg(long)]
     address: Option<String>,
+    /// Route between the task bridge and this host's other interfaces, so that tasks
+    /// on other hosts reach this host's tasks (host routes, as flannel's host-gw).
+    /// Refused on a host whose namespace has a default route.
+    #[arg(long)]
+    forward: bool,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -136,7 +141,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         address: a.address.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let config = a.node.agent_config(a.data_dir.join("node"))?;
+    let mut config = a.node.agent_config(a.data_dir.join("node"))?;
+    config.forwarding = a.forward;
     let metadata_port = config.metadata_port;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

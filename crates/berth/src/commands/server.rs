@@ -33,6 +33,13 @@ pub struct Args {
     /// Where remote agents join (`berth agent --server`; TLS pinned by DATA_DIR/join-token).
     #[arg(long)]
     agent_listen: Option<SocketAddr>,
+    /// Make N test hosts on this machine (network namespaces, each running `berth agent`
+    /// as a child process that joins this server), removed again when the server stops.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    hosts: Option<u8>,
+    /// The test hosts' availability zones, assigned round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "a,b", requires = "hosts")]
+    zones: Vec<String>,
     /// Run without the built-in agent (registry and API only; tasks stay PROVISIONING).
     #[arg(long)]
     no_agent: bool,
@@ -69,6 +76,11 @@ pub const DEFAULT_BRIDGE: &str = "berth0";
 pub const DEFAULT_TASK_SUBNET: &str = "10.213.0.0/24";
 
 impl NodeArgs {
+    /// The OCI runtime binary.
+    pub fn runc(&self) -> &std::path::Path {
+        &self.runc
+    }
+
     /// The availability zone this node reports.
     pub fn zone(&self) -> &str {
         &self.zone
@@ -88,6 +100,7 @@ impl NodeArgs {
             exe: std::env::current_exe().context("cannot find the berth executable")?,
             metadata_port: self.metadata_port,
             availability_zone: self.zone.clone(),
+            forwarding: false,
         })
     }
 }
@@ -115,6 +128,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
             stopped_task_retention_secs: a.stopped_task_retention,
             agent_listen: a.agent_listen,
+            hosts: match a.hosts {
+                Some(n) => Some(berth_api::hosts::HostsConfig {
+                    count: n as usize,
+                    zones: a.zones.clone(),
+                    exe: std::env::current_exe().context("cannot find the berth executable")?,
+                    runc: a.node.runc().to_path_buf(),
+                }),
+                None => None,
+            },
         };
         berth_api::run(config, listener)
             .await

@@ -1,0 +1,201 @@
+"""Many hosts on one machine: `berth server --hosts 2 --zones a,b` makes two test hosts
+(network namespaces, each running `berth agent` as a child) that join the server as
+container instances. Proves: both register with their zones; an EC2 service spread over
+zones places 2+2; a task on one host reaches a task on the other, and the test (the
+server's side) reaches both; kill -9 of one host's agent gets its tasks STOPPED with a
+reason and replaced on the other host within 30 s; stopping the server removes the
+hosts. A host with a wrong token is refused and told why."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+import support
+from support import wait_for
+
+APPLETS = ["sh", "sleep", "true", "httpd", "wget", "echo", "cat"]
+HTTPD = ["sh", "-c", "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www"]
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="module")
+def cluster_server(berth_factory):
+    before = _netns()
+    srv = berth_factory(["--hosts", "2", "--zones", "a,b"])
+    ecs = srv.ecs()
+
+    def joined():
+        arns = ecs.list_container_instances(cluster="default")["containerInstanceArns"]
+        if len(arns) != 2:
+            return None
+        ci = ecs.describe_container_instances(cluster="default", containerInstances=arns)["containerInstances"]
+        return ci if all(c["agentConnected"] and c["status"] == "ACTIVE" for c in ci) else None
+    instances = wait_for(joined, "two test hosts registered", deadline_s=60)
+    hosts = {n for n in _netns() - before if "-host" in n}
+    yield srv, instances, hosts
+    srv.stop()
+    # Stopping the server removes the hosts (namespaces; their agents and tasks with them).
+    assert not (_netns() & hosts), f"test hosts left behind: {_netns() & hosts}"
+
+
+@pytest.fixture(scope="module")
+def image(berth_bin, cluster_server, tmp_path_factory) -> str:
+    srv = cluster_server[0]
+    ctx = tmp_path_factory.mktemp("hosts-ctx")
+    (ctx / "bin").mkdir()
+    shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
+    for a in APPLETS:
+        os.symlink("busybox", ctx / "bin" / a)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n")
+    repo = support.unique("hosts")
+    srv.ecr().create_repository(repositoryName=repo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    p = subprocess.run([str(berth_bin), "build", "--endpoint-url", srv.url, "--data-dir",
+                        str(srv.data_dir), "-t", f"{repo}:v1", str(ctx)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return f"{srv.host}/{repo}:v1"
+
+
+def _attr(ci: dict, name: str) -> str | None:
+    return next((a.get("value") for a in ci["attributes"] if a["name"] == name), None)
+
+
+def test_hosts_register_with_zones(cluster_server):
+    """Each test host is an ACTIVE container instance with its zone, type and resources."""
+    _, instances, hosts = cluster_server
+    assert len(hosts) == 2
+    assert sorted(_attr(c, "ecs.availability-zone") for c in instances) == ["a", "b"]
+    assert {_attr(c, "ecs.instance-type") for c in instances} == {"berth.testhost"}
+    for c in instances:
+        reg = {r["name"]: r for r in c["registeredResources"]}
+        assert reg["CPU"]["integerValue"] >= 1024 and reg["MEMORY"]["integerValue"] > 256
+
+
+def _running(ecs, cluster, service):
+    arns = ecs.list_tasks(cluster=cluster, serviceName=service, desiredStatus="RUNNING")["taskArns"]
+    if not arns:
+        return []
+    return [t for t in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if t["lastStatus"] == "RUNNING"]
+
+
+def _ip(task: dict) -> str:
+    return task["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]
+
+
+def test_spread_cross_host_traffic_and_healing(berth_bin, cluster_server, image):
+    """Spread over zones places 2+2; tasks reach each other across hosts; killing one
+    host's agent (kill -9) stops its tasks with a reason and the service heals onto the
+    other host within 30 s."""
+    srv, instances, _ = cluster_server
+    ecs = srv.ecs()
+    zone_of = {c["containerInstanceArn"]: _attr(c, "ecs.availability-zone") for c in instances}
+    td = ecs.register_task_definition(
+        family=support.unique("web"), networkMode="awsvpc", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "web", "image": image, "essential": True, "memory": 64,
+                               "cpu": 64, "command": HTTPD, "stopTimeout": 2}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="default", serviceName="spread", taskDefinition=td, desiredCount=4,
+                       launchType="EC2",
+                       placementStrategy=[{"type": "spread", "field": "attribute:ecs.availability-zone"}])
+    tasks = wait_for(lambda: (r := _running(ecs, "default", "spread")) and len(r) == 4 and r,
+                     "4 tasks RUNNING", deadline_s=90)
+    per_zone = {}
+    for t in tasks:
+        z = zone_of[t["containerInstanceArn"]]
+        assert t["availabilityZone"] == z
+        per_zone[z] = per_zone.get(z, 0) + 1
+    assert per_zone == {"a": 2, "b": 2}
+
+    # The server's side (this test, in the machine's namespace) reaches every task.
+    for t in tasks:
+        r = wait_for(lambda: _get(f"http://{_ip(t)}:8080/"), f"task {_ip(t)} answering")
+        assert r.text.strip() == "pong"
+    # A task on host a fetches from a task on host b.
+    b_task = next(t for t in tasks if zone_of[t["containerInstanceArn"]] == "b")
+    a_instance = next(arn for arn, z in zone_of.items() if z == "a")
+    probe = ecs.register_task_definition(
+        family=support.unique("probe"), networkMode="awsvpc", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "probe", "image": image, "essential": True, "memory": 32,
+                               "command": ["wget", "-q", "-T", "5", "-O", "-", f"http://{_ip(b_task)}:8080/"]}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    started = ecs.start_task(cluster="default", taskDefinition=probe, containerInstances=[a_instance])
+    assert not started["failures"], started["failures"]
+    parn = started["tasks"][0]["taskArn"]
+    done = wait_for(lambda: (t := ecs.describe_tasks(cluster="default", tasks=[parn])["tasks"][0])
+                    ["lastStatus"] == "STOPPED" and t, "the probe task finished", deadline_s=60)
+    assert done["containers"][0].get("exitCode") == 0, done
+
+    # kill -9 host b's agent: its tasks are stopped with a reason and replaced on host a.
+    b_instance = next(arn for arn, z in zone_of.items() if z == "b")
+    pid = _agent_pid(srv, b_instance)
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    def healed():
+        run = _running(ecs, "default", "spread")
+        return len(run) == 4 and all(t["containerInstanceArn"] == a_instance for t in run) and run
+    wait_for(healed, "the service healed onto host a", deadline_s=45)
+    took = time.monotonic() - killed_at
+    assert took < 30, f"healing took {took:.1f}s"
+    lost = ecs.describe_tasks(cluster="default", tasks=[t["taskArn"] for t in tasks
+                                                        if t["containerInstanceArn"] == b_instance])["tasks"]
+    assert all(t["lastStatus"] == "STOPPED" for t in lost)
+    assert all("stopped answering" in t["stoppedReason"] for t in lost), [t["stoppedReason"] for t in lost]
+    ci = ecs.describe_container_instances(cluster="default", containerInstances=[b_instance])["containerInstances"][0]
+    assert ci["agentConnected"] is False
+    ecs.update_service(cluster="default", service="spread", desiredCount=0)
+    ecs.delete_service(cluster="default", service="spread")
+
+
+def _get(url):
+    try:
+        r = requests.get(url, timeout=2)
+        return r if r.status_code == 200 else None
+    except requests.RequestException:
+        return None
+
+
+def _agent_pid(srv, instance_arn) -> int:
+    """The pid of the `berth agent` child that joined as `instance_arn` (its log says so)."""
+    for host in sorted((srv.data_dir / "hosts").iterdir()):
+        if instance_arn in (host / "agent.log").read_text(errors="replace"):
+            out = subprocess.run(["pgrep", "-f", f"agent .*--data-dir {host} "], capture_output=True, text=True)
+            pids = [int(p) for p in out.stdout.split()]
+            assert len(pids) == 1, f"agent processes for {host}: {pids}"
+            return pids[0]
+    raise AssertionError(f"no test host joined as {instance_arn}")
+
+
+def test_wrong_token_is_refused(berth_bin, cluster_server, tmp_path):
+    """An agent with a token for another server is refused before it sets anything up,
+    and told why."""
+    srv = cluster_server[0]
+    token = (srv.data_dir / "join-token").read_text().strip()
+    bad = token[: token.rindex("-") + 1] + "0" * 48
+    gw = _gateway_listener(srv)
+    p = subprocess.run([str(berth_bin), "agent", "--server", gw, "--token", bad, "--data-dir",
+                        str(tmp_path / "agent"), "--bridge", "bt" + os.urandom(4).hex(),
+                        "--task-subnet", "10.250.77.0/24"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "RUST_BACKTRACE": "0"})
+    assert p.returncode != 0
+    assert "join token is not valid" in p.stderr, p.stderr
+    assert not (tmp_path / "agent" / "node").exists(), "a refused agent set up its node"
+
+
+def _gateway_listener(srv) -> str:
+    for line in srv.log_tail(400).splitlines():
+        if "test hosts running" in line and "gateway=" in line:
+            return line.split("gateway=")[1].split()[0]
+    raise AssertionError("the server did not log where the test hosts join")
