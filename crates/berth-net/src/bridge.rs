@@ -12,6 +12,7 @@ use crate::ip::{self, Batch, Cmd, IpError};
 use crate::ipam::Cidr;
 use crate::links::{is_bridge, link_exists};
 use crate::names::{validate_ifname, NameError};
+use crate::routes::default_route;
 
 /// Why a bridge operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,45 +86,6 @@ pub fn forwarding_sysctl(name: &str) -> PathBuf {
 
 /// The namespace-wide IPv4 forwarding switch of the caller's network namespace.
 pub const IP_FORWARD_SYSCTL: &str = "/proc/sys/net/ipv4/ip_forward";
-
-/// The first default route in `ip -4 -o route show table all` output (pure): a line whose
-/// destination is `default` or `0.0.0.0/0`, after an optional route type (`unicast`,
-/// `blackhole`, ...). Blackhole, unreachable and prohibit defaults send nothing anywhere
-/// and are not counted.
-pub fn find_default_route(routes: &str) -> Option<&str> {
-    const TYPES: [&str; 7] = [
-        "unicast",
-        "local",
-        "broadcast",
-        "multicast",
-        "anycast",
-        "throw",
-        "nat",
-    ];
-    const DEAD: [&str; 3] = ["blackhole", "unreachable", "prohibit"];
-    routes.lines().map(str::trim).find(|line| {
-        let mut words = line.split_whitespace();
-        let mut dst = words.next();
-        if dst.is_some_and(|w| DEAD.contains(&w)) {
-            return false;
-        }
-        if dst.is_some_and(|w| TYPES.contains(&w)) {
-            dst = words.next();
-        }
-        matches!(dst, Some("default" | "0.0.0.0/0"))
-    })
-}
-
-/// The caller's namespace's IPv4 default route, if it has one (asked of `ip`, which runs
-/// in the caller's network namespace).
-pub fn default_route() -> Result<Option<String>, IpError> {
-    let out = ip::run(
-        "look for a default route",
-        "table all",
-        &["-4", "-o", "route", "show", "table", "all"],
-    )?;
-    Ok(find_default_route(&out).map(str::to_owned))
-}
 
 /// Creates the bridge if missing, sets the gateway address and brings it up. Idempotent.
 ///
@@ -212,29 +174,6 @@ pub fn remove_bridge(name: &str) -> Result<(), BridgeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Default routes are found in any table and with a route type; dead ends and other
-    /// destinations are not default routes.
-    #[test]
-    fn finds_default_route() {
-        let root = "default via 192.0.2.1 dev eth0 \n\
-                    192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2 \n\
-                    local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 \n";
-        assert_eq!(
-            find_default_route(root),
-            Some("default via 192.0.2.1 dev eth0")
-        );
-        let host = "10.214.7.0/24 dev eth0 proto kernel scope link src 10.214.7.10 \n\
-                    10.215.57.0/24 via 10.214.7.11 dev eth0 \n\
-                    local 10.214.7.10 dev eth0 table local proto kernel scope host src 10.214.7.10 \n";
-        assert_eq!(find_default_route(host), None);
-        assert_eq!(find_default_route(""), None);
-        assert!(find_default_route("unicast default via 10.0.0.1 dev x table 100").is_some());
-        assert!(find_default_route("0.0.0.0/0 via 10.0.0.1 dev x").is_some());
-        assert_eq!(find_default_route("blackhole default"), None);
-        assert_eq!(find_default_route("unreachable default table 7"), None);
-        assert_eq!(find_default_route("10.0.0.0/8 dev x # default"), None);
-    }
 
     /// A missing bridge is created first; an existing one is only re-addressed and upped.
     #[test]

@@ -37,8 +37,12 @@ pub enum CidrError {
 
 impl Cidr {
     /// A CIDR from an address and a prefix length; `None` if `prefix > 32`.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
-        (prefix <= 32).then_some(Self { addr, prefix })
+    pub const fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
+        if prefix <= 32 {
+            Some(Self { addr, prefix })
+        } else {
+            None
+        }
     }
 
     /// The address as written (not necessarily the network address).

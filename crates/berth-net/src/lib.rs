@@ -5,14 +5,24 @@
 //! end on the bridge and the other end as the task's `eth0`; host port mappings served by
 //! a userland proxy process per mapping instead of NAT rules.
 //!
+//! [`testhosts`] makes N "test hosts" on one machine for a multi-host berth: network
+//! namespaces joined by a bridge, one agent in each (the server starts them).
+//!
 //! Boundary: this crate makes and removes bridges, namespaces and veths, allocates
 //! addresses, renders `/etc/hosts` and `/etc/resolv.conf`, and forwards mapped ports. It
-//! never adds routes outside a task's namespace, NAT or firewall rules, and never changes
-//! the host's default route: all task traffic stays on the machine. Which task gets
-//! which address and port, persistence and crash clean-up policy are the agent's.
+//! adds no NAT or firewall rule and never changes the machine's default route; the only
+//! routes it adds are a task's default route inside the task's namespace and, for test
+//! hosts, routes to berth's own subnets (no default route in a host namespace): all
+//! traffic stays on the machine. Which task gets which address and port, persistence and
+//! crash clean-up policy are the agent's; how many test hosts and when, the server's.
 //!
-//! Pure modules: [`ipam`], [`names`], [`hosts`], [`resolv`], [`portmap`] and the plans in
-//! [`bridge`] and [`netns`]. Blocking I/O: [`bridge`], [`netns`], [`links`] (via [`ip`]).
+//! Every query answers for the caller's network namespace (procfs and `ip`, never
+//! `/sys/class/net`), so the agent works the same inside a test host entered with
+//! `nsenter --net`.
+//!
+//! Pure modules: [`ipam`], [`names`], [`hosts`], [`resolv`], [`portmap`], the parsers in
+//! [`links`] and [`routes`], and the plans in [`bridge`], [`netns`] and [`testhosts`].
+//! Blocking I/O: [`bridge`], [`netns`], [`links`], [`routes`], [`testhosts`] (via [`ip`]).
 //! Async I/O: [`proxy`].
 
 #![forbid(unsafe_code)]
@@ -27,6 +37,8 @@ pub mod netns;
 pub mod portmap;
 pub mod proxy;
 pub mod resolv;
+pub mod routes;
+pub mod testhosts;
 
 pub use bridge::{ensure_bridge, ensure_bridge_with, remove_bridge, BridgeConfig, BridgeError};
 pub use hosts::{render_hosts, ExtraHost, HostsSpec};
@@ -39,3 +51,4 @@ pub use netns::{
 pub use portmap::{choose_dynamic_port, PortMapping, Protocol, DYNAMIC_PORT_RANGE};
 pub use proxy::{run_tcp_proxy, run_udp_proxy};
 pub use resolv::{render_resolv_conf, ResolvSpec};
+pub use testhosts::{TestHost, TestHosts, TestHostsPlan};

@@ -160,30 +160,34 @@ impl TaskNetSpec {
         let gw = self.gateway.to_string();
         Batch {
             netns: Some(self.netns.clone()),
-            cmds: vec![
-                Cmd::new(
-                    "bring up loopback",
-                    "lo",
-                    &["link", "set", "dev", "lo", "up"],
-                ),
-                Cmd::new(
-                    "set task address",
-                    TASK_IFNAME,
-                    &["addr", "add", &addr, "dev", TASK_IFNAME],
-                ),
-                Cmd::new(
-                    "bring up task interface",
-                    TASK_IFNAME,
-                    &["link", "set", "dev", TASK_IFNAME, "up"],
-                ),
-                Cmd::new(
-                    "add default route via gateway",
-                    TASK_IFNAME,
-                    &["route", "add", "default", "via", &gw, "dev", TASK_IFNAME],
-                ),
-            ],
+            cmds: addressed_and_up(
+                ["set task address", "bring up task interface"],
+                &addr,
+                TASK_IFNAME,
+            )
+            .into_iter()
+            .chain([Cmd::new(
+                "add default route via gateway",
+                TASK_IFNAME,
+                &["route", "add", "default", "via", &gw, "dev", TASK_IFNAME],
+            )])
+            .collect(),
         }
     }
+}
+
+/// The first lines of a script run inside a new namespace (pure): loopback up, `addr` on
+/// `ifname`, `ifname` up; `steps` name the last two.
+pub(crate) fn addressed_and_up(steps: [&'static str; 2], addr: &str, ifname: &str) -> Vec<Cmd> {
+    vec![
+        Cmd::new(
+            "bring up loopback",
+            "lo",
+            &["link", "set", "dev", "lo", "up"],
+        ),
+        Cmd::new(steps[0], ifname, &["addr", "add", addr, "dev", ifname]),
+        Cmd::new(steps[1], ifname, &["link", "set", "dev", ifname, "up"]),
+    ]
 }
 
 /// Creates a task's namespace wired to the bridge. On failure everything this call made is

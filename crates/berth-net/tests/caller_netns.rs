@@ -11,8 +11,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use berth_net::bridge::{default_route, forwarding_sysctl, IP_FORWARD_SYSCTL};
+use berth_net::bridge::{forwarding_sysctl, IP_FORWARD_SYSCTL};
 use berth_net::links::{is_bridge, is_veth, link_exists, list_links_with_prefix};
+use berth_net::routes::default_route;
 use berth_net::{ensure_bridge, ensure_bridge_with, remove_bridge, BridgeConfig, BridgeError};
 use common::{hex8, ip_ok, LinkGuard, NetnsGuard};
 
