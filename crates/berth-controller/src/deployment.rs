@@ -193,8 +193,9 @@ pub fn delete(state: &ServiceState, now_ms: u64) -> ServiceState {
 }
 
 /// Records that the caller could not place a task of `deployment_id` (no instance met
-/// its requirements): an event in ECS's words, one start failure for the throttle and
-/// one failed task for the circuit breaker.
+/// its requirements): an event in ECS's words (`reason` is the sentence saying why, see
+/// [`events::unable_to_place`]; the same event at most once a minute), one start
+/// failure for the throttle and one failed task for the circuit breaker.
 pub fn placement_failed(
     spec: &ServiceSpec,
     state: &ServiceState,
@@ -204,12 +205,15 @@ pub fn placement_failed(
 ) -> (ServiceState, Vec<ServiceEvent>) {
     let mut next = state.clone();
     let mut out = Vec::new();
-    events::push(
-        &mut next,
-        &mut out,
-        now_ms,
-        events::unable_to_place(&spec.name, reason),
-    );
+    let message = events::unable_to_place(&spec.name, reason);
+    // Like ECS, one event per reason per interval, however often placement fails.
+    let recent = state.events.iter().any(|e| {
+        e.message == message
+            && now_ms.saturating_sub(e.created_at) < events::UNPLACED_EVENT_INTERVAL_MS
+    });
+    if !recent {
+        events::push(&mut next, &mut out, now_ms, message);
+    }
     crate::reconcile::count_failed_task(&mut next, deployment_id, now_ms);
     crate::reconcile::record_start_failure(spec, &mut next, deployment_id, now_ms, &mut out);
     (next, out)

@@ -55,13 +55,17 @@ pub fn steady_state(service: &str) -> String {
     format!("(service {service}) has reached a steady state.")
 }
 
-/// The placement failure message; `reason` is the scheduler's (e.g. `No Container
-/// Instances were found in your cluster`).
-pub fn unable_to_place(service: &str, reason: &str) -> String {
+/// The placement failure message; `explanation` is ECS's sentence saying why, e.g.
+/// `Reason: No Container Instances were found in your cluster.` or `The closest
+/// matching container-instance 1a2b has insufficient memory available.`
+pub fn unable_to_place(service: &str, explanation: &str) -> String {
     format!(
-        "(service {service}) was unable to place a task because no container instance met all of its requirements. Reason: {reason}."
+        "(service {service}) was unable to place a task because no container instance met all of its requirements. {explanation} For more information, see the Troubleshooting section."
     )
 }
+
+/// ECS writes the same placement failure event at most this often.
+pub const UNPLACED_EVENT_INTERVAL_MS: u64 = 60_000;
 
 /// The service throttle's message (ECS Developer Guide, "service throttle logic").
 pub fn unable_to_start_consistently(service: &str) -> String {

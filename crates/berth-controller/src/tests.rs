@@ -887,14 +887,32 @@ fn placement_failure_event_and_counts() {
         &s,
         &state,
         &p,
-        "No Container Instances were found in your cluster",
+        "Reason: No Container Instances were found in your cluster.",
         T0,
     );
     assert_eq!(
         ev[0].message,
-        "(service web) was unable to place a task because no container instance met all of its requirements. Reason: No Container Instances were found in your cluster."
+        "(service web) was unable to place a task because no container instance met all of its requirements. Reason: No Container Instances were found in your cluster. For more information, see the Troubleshooting section."
     );
     assert_eq!(state.primary().unwrap().failed_tasks, 1);
+    let (same, ev) = placement_failed(
+        &s,
+        &state,
+        &p,
+        "Reason: No Container Instances were found in your cluster.",
+        T0 + 1,
+    );
+    assert!(
+        !ev.iter().any(|e| e.message.contains("unable to place")),
+        "the same placement event is not repeated within a minute"
+    );
+    assert_eq!(
+        same.events
+            .iter()
+            .filter(|e| e.message.contains("unable to place"))
+            .count(),
+        1
+    );
     let (state, ev) = placement_failed(&s, &state, &p, "x", T0 + 1);
     assert_eq!(ev.len(), 2, "the second failure engages the throttle");
     assert_eq!(launched(&reconcile(&s, &state, &[], T0 + 2)), 0);
@@ -912,7 +930,7 @@ fn events_are_bounded_newest_first() {
         state = placement_failed(&s, &state, &p, &format!("r{i}"), T0 + i).0;
     }
     assert_eq!(state.events.len(), MAX_EVENTS);
-    assert!(state.events[0].message.contains("Reason: r149."));
+    assert!(state.events[0].message.contains(" r149 "));
     assert!(state
         .events
         .windows(2)

@@ -26,6 +26,12 @@ pub enum EcsError {
     ServiceNotActive(String),
     #[error("{0}")]
     UnknownOperation(String),
+    /// An attribute call names a container instance that does not exist.
+    #[error("{0}")]
+    TargetNotFound(String),
+    /// A container instance would have more custom attributes than ECS allows.
+    #[error("{0}")]
+    AttributeLimitExceeded(String),
     #[error("{0}")]
     Serialization(String),
     /// The state store refused or failed: nothing the caller can fix; a retry may help.
@@ -46,6 +52,8 @@ impl EcsError {
             ResourceNotFound(_) => "ResourceNotFoundException",
             ServiceNotActive(_) => "ServiceNotActiveException",
             UnknownOperation(_) => "UnknownOperationException",
+            TargetNotFound(_) => "TargetNotFoundException",
+            AttributeLimitExceeded(_) => "AttributeLimitExceededException",
             Serialization(_) => "SerializationException",
             Server(_) => "ServerException",
         }

@@ -7,8 +7,6 @@
 //! tasks placed on it stay PROVISIONING, which is what placement tests want). Tasks on
 //! an instance carry its ARN as their agent identity (`TaskRecord.agent`).
 
-#![allow(dead_code)] // until the API operations use the helpers (next commit)
-
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -484,38 +482,54 @@ pub(crate) fn lost_reason(l: &Lost) -> String {
     )
 }
 
+pub(crate) mod api;
+
 #[cfg(test)]
 mod tests;
+
+/// An ACTIVE instance `id` of cluster `c` in `zone` (1024 CPU units, 2048 MiB).
+#[cfg(test)]
+pub(crate) fn test_record(
+    id: &str,
+    zone: &str,
+    agent: Option<&str>,
+    connected: bool,
+) -> InstanceRecord {
+    InstanceRecord {
+        id: id.into(),
+        arn: format!("arn:aws:ecs:r:1:container-instance/c/{id}"),
+        cluster: "c".into(),
+        cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
+        agent_id: agent.map(String::from),
+        ec2_instance_id: "h".into(),
+        status: "ACTIVE".into(),
+        status_reason: None,
+        agent_connected: connected,
+        registered_at: 5.0,
+        last_heartbeat: None,
+        cpu: 1024,
+        memory_mib: 2048,
+        reserved_ports: vec![22],
+        reserved_udp_ports: vec![],
+        attributes: BTreeMap::from([(
+            berth_scheduler::ATTR_AVAILABILITY_ZONE.to_string(),
+            Some(zone.to_string()),
+        )]),
+        version_info: json!({}),
+        tags: vec![],
+        version: 1,
+    }
+}
 
 #[cfg(test)]
 mod pure_tests {
     use super::*;
 
     fn rec(id: &str, connected: bool, heartbeat: Option<f64>) -> InstanceRecord {
-        InstanceRecord {
-            id: id.into(),
-            arn: format!("arn:aws:ecs:r:1:container-instance/c/{id}"),
-            cluster: "c".into(),
-            cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
-            agent_id: Some("ab".into()),
-            ec2_instance_id: "h".into(),
-            status: "ACTIVE".into(),
-            status_reason: None,
-            agent_connected: connected,
-            registered_at: 100.0,
-            last_heartbeat: heartbeat,
-            cpu: 1024,
-            memory_mib: 2048,
-            reserved_ports: vec![22],
-            reserved_udp_ports: vec![],
-            attributes: BTreeMap::from([(
-                "ecs.availability-zone".to_string(),
-                Some("a".to_string()),
-            )]),
-            version_info: json!({}),
-            tags: vec![],
-            version: 1,
-        }
+        let mut r = test_record(id, "a", Some("ab"), connected);
+        r.registered_at = 100.0;
+        r.last_heartbeat = heartbeat;
+        r
     }
 
     /// Only disconnected agents silent past the timeout are lost; API-registered

@@ -26,6 +26,7 @@ pub mod agent;
 pub mod error;
 pub mod instances;
 mod ops;
+mod placement;
 mod services;
 mod tags;
 pub mod validate;

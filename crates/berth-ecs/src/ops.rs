@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::error::EcsError;
+use crate::instances::{self, InstanceRecord};
+use crate::placement::{self, Target};
 use crate::validate::{self, TaskDefInput};
 use crate::Context;
 
@@ -453,6 +455,13 @@ pub(crate) struct RunTaskInput {
     pub(crate) platform_version: Option<String>,
     #[serde(default)]
     pub(crate) enable_execute_command: bool,
+    #[serde(default)]
+    pub(crate) placement_strategy: Vec<Value>,
+    #[serde(default)]
+    pub(crate) placement_constraints: Vec<Value>,
+    /// StartTask's instances (RunTask has none: the scheduler chooses).
+    #[serde(default)]
+    pub(crate) container_instances: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -548,6 +557,28 @@ impl Ecs {
             "TagResource" => self.tag_resource(input(body)?),
             "UntagResource" => self.untag_resource(input(body)?),
             "ListTagsForResource" => self.list_tags_for_resource(input(body)?),
+            "StartTask" => {
+                let i: RunTaskInput = input(body)?;
+                if i.container_instances.is_none() {
+                    return Err(EcsError::InvalidParameter(
+                        "containerInstances is required.".into(),
+                    ));
+                }
+                self.run_task(i, ctx)
+            }
+            "RegisterContainerInstance" => self.register_container_instance(input(body)?, ctx),
+            "DeregisterContainerInstance" => self.deregister_container_instance(input(body)?),
+            "DescribeContainerInstances" => self.describe_container_instances(input(body)?),
+            "ListContainerInstances" => self.list_container_instances(input(body)?),
+            "UpdateContainerInstancesState" => {
+                self.update_container_instances_state(input(body)?)
+            }
+            "PutAttributes" => self.put_attributes(input(body)?),
+            "DeleteAttributes" => self.delete_attributes(input(body)?),
+            "ListAttributes" => self.list_attributes(input(body)?),
+            "DescribeCapacityProviders" => self.describe_capacity_providers(input(body)?, ctx),
+            "PutClusterCapacityProviders" => self.put_cluster_capacity_providers(input(body)?),
+            "ListServicesByNamespace" => self.list_services_by_namespace(input(body)?),
             other => Err(EcsError::UnknownOperation(format!(
                 "operation {other} is not supported by berth's ECS API; see docs/aws-api.md for the supported operations"
             ))),
@@ -630,7 +661,7 @@ impl Ecs {
         }
     }
 
-    fn render_cluster(&self, c: &ClusterRecord, include: &[&str]) -> Value {
+    pub(crate) fn render_cluster(&self, c: &ClusterRecord, include: &[&str]) -> Value {
         let tasks: Vec<(String, TaskRecord, Revision)> = self
             .list(&format!("/ecs/tasks/{}/", c.cluster_name))
             .unwrap_or_default();
@@ -642,11 +673,15 @@ impl Ecs {
             .iter()
             .filter(|(_, t, _)| !matches!(t.task.last_status.as_str(), "RUNNING" | "STOPPED"))
             .count();
+        let registered = self
+            .store
+            .list(&format!("/ecs/instances/{}/", c.cluster_name))
+            .len();
         let mut v = json!({
             "clusterArn": c.cluster_arn,
             "clusterName": c.cluster_name,
             "status": "ACTIVE",
-            "registeredContainerInstancesCount": 0,
+            "registeredContainerInstancesCount": registered,
             "runningTasksCount": running,
             "pendingTasksCount": pending,
             "activeServicesCount": 0,
@@ -1129,6 +1164,24 @@ impl Ecs {
         let fargate_ok = td["compatibilities"]
             .as_array()
             .is_some_and(|a| a.iter().any(|c| c == "FARGATE"));
+        let start_task = i.container_instances.is_some();
+        let instances: Vec<InstanceRecord> = self
+            .list::<InstanceRecord>(&format!("/ecs/instances/{cname}/"))?
+            .into_iter()
+            .map(|(_, r, _)| r)
+            .filter(InstanceRecord::is_live)
+            .collect();
+        let has_instances = !instances.is_empty();
+        let (strategies, mut constraints) =
+            placement::parse_placement(&i.placement_strategy, &i.placement_constraints)?;
+        // The task definition's own constraints bind too (ECS: memberOf only there).
+        let (_, td_constraints) = placement::parse_placement(
+            &[],
+            td["placementConstraints"]
+                .as_array()
+                .map_or(&[], Vec::as_slice),
+        )?;
+        constraints.extend(td_constraints);
 
         if i.launch_type.is_some() && !i.capacity_provider_strategy.is_empty() {
             return Err(EcsError::InvalidParameter(
@@ -1146,8 +1199,8 @@ impl Ecs {
                     )))
                 }
             },
-            (None, None) if fargate_ok => "FARGATE".into(),
-            (None, None) if self.ec2_on_builtin => "EC2".into(),
+            (None, None) if fargate_ok && !start_task => "FARGATE".into(),
+            (None, None) if self.ec2_on_builtin || has_instances || start_task => "EC2".into(),
             (None, None) => {
                 return Err(EcsError::Client(format!(
                     "Task definition {} is not compatible with FARGATE (it needs networkMode awsvpc and a Fargate task size), and the EC2 launch type is not available yet: berth has no container instances to place it on.",
@@ -1163,15 +1216,29 @@ impl Ecs {
             return Err(EcsError::ClusterNotFound);
         }
 
-        match launch_type.as_str() {
+        let target = match launch_type.as_str() {
+            "FARGATE" if start_task => {
+                return Err(EcsError::InvalidParameter(
+                    "StartTask places tasks on container instances: the launch type is EC2.".into(),
+                ))
+            }
             "FARGATE" => {
                 if !fargate_ok {
                     return Err(EcsError::InvalidParameter(
                         "Task definition does not support launch_type FARGATE.".into(),
                     ));
                 }
+                Target::Builtin
             }
-            "EC2" if self.ec2_on_builtin => {}
+            "EC2" if start_task => Target::Fixed(self.start_task_instances(
+                &cname,
+                i.container_instances.as_deref().unwrap_or_default(),
+            )?),
+            "EC2" if has_instances => Target::Place {
+                strategies,
+                constraints,
+            },
+            "EC2" if self.ec2_on_builtin => Target::Builtin,
             "EC2" => {
                 let carn = cluster
                     .as_ref()
@@ -1180,7 +1247,7 @@ impl Ecs {
                 return Ok(json!({
                     "tasks": [],
                     "failures": [{"arn": carn, "reason": NO_INSTANCES,
-                        "detail": "berth does not register EC2 container instances yet; use launchType FARGATE"}],
+                        "detail": "the cluster has no registered container instances: start a berth agent or call RegisterContainerInstance, or use launchType FARGATE"}],
                 }));
             }
             "EXTERNAL" | "MANAGED_INSTANCES" => {
@@ -1193,7 +1260,7 @@ impl Ecs {
                     "Invalid launch type '{other}': must be one of EC2, FARGATE, EXTERNAL, MANAGED_INSTANCES."
                 )))
             }
-        }
+        };
 
         let overrides: TaskOverride = match &i.overrides {
             Some(o) => serde_json::from_value(o.clone()).map_err(|e| {
@@ -1213,15 +1280,19 @@ impl Ecs {
             }
         }
 
-        let Some(agent) = self.builtin_agent.clone() else {
-            let carn = cluster
-                .as_ref()
-                .map(|(c, _)| c.cluster_arn.clone())
-                .unwrap_or_else(|| arn(ctx, &format!("cluster/{cname}")));
-            return Ok(
-                json!({"tasks": [], "failures": [{"arn": carn, "reason": "RESOURCE:FARGATE",
-                "detail": "this berth server runs no built-in agent, so it has no Fargate capacity"}]}),
-            );
+        let builtin = match (&target, self.builtin_agent.clone()) {
+            (Target::Builtin, Some(agent)) => Some(agent),
+            (Target::Builtin, None) => {
+                let carn = cluster
+                    .as_ref()
+                    .map(|(c, _)| c.cluster_arn.clone())
+                    .unwrap_or_else(|| arn(ctx, &format!("cluster/{cname}")));
+                return Ok(
+                    json!({"tasks": [], "failures": [{"arn": carn, "reason": "RESOURCE:FARGATE",
+                    "detail": "this berth server runs no built-in agent, so it has no Fargate capacity"}]}),
+                );
+            }
+            _ => None,
         };
 
         let network_mode = definition["networkMode"]
@@ -1300,13 +1371,13 @@ impl Ecs {
                 health_status: "UNKNOWN".into(),
                 attachments,
                 availability_zone: format!("{}a", ctx.region),
-                platform_version: Some(
+                platform_version: (launch_type == "FARGATE").then(|| {
                     i.platform_version
                         .clone()
                         .filter(|p| p != "LATEST")
-                        .unwrap_or_else(|| PLATFORM_VERSION.into()),
-                ),
-                platform_family: Some(PLATFORM_FAMILY.into()),
+                        .unwrap_or_else(|| PLATFORM_VERSION.into())
+                }),
+                platform_family: (launch_type == "FARGATE").then(|| PLATFORM_FAMILY.into()),
                 tags: i.tags.clone(),
                 overrides: i
                     .overrides
@@ -1319,7 +1390,7 @@ impl Ecs {
                 task_key(&cname, &id),
                 TaskRecord {
                     task,
-                    agent: Some(agent.clone()),
+                    agent: builtin.clone(),
                     definition: definition.clone(),
                     network_mode: network_mode.clone(),
                     reported: false,
@@ -1327,9 +1398,16 @@ impl Ecs {
             ));
         }
 
+        let group = records
+            .first()
+            .map(|(_, r)| r.task.group.clone())
+            .unwrap_or_default();
+        let request = placement::task_request(&definition, &group);
         for _ in 0..CAS_RETRIES {
             // Re-read the cluster: the txn both guards against a concurrent DeleteCluster
-            // and creates `default` on first use.
+            // and creates `default` on first use. Every RunTask rewrites the cluster
+            // record, so two placements on one cluster conflict and the later one
+            // re-reads what the earlier placed: no instance is oversubscribed.
             let (mut crec, guard) = match self.get::<ClusterRecord>(&ckey)? {
                 Some((c, rev)) => (c, Compare::at(&ckey, rev)),
                 None if cname == DEFAULT_CLUSTER => {
@@ -1337,13 +1415,35 @@ impl Ecs {
                 }
                 None => return Err(EcsError::ClusterNotFound),
             };
-            crec.tasks_started += count as u64;
             let mut compares = vec![guard];
+            let mut failures = vec![];
+            let mut placed = records.clone();
+            if !matches!(target, Target::Builtin) {
+                let (chosen, fails) = self.choose_instances(
+                    &cname,
+                    &crec.cluster_arn,
+                    &target,
+                    &request,
+                    count as u32,
+                )?;
+                failures = fails;
+                placed.truncate(chosen.len());
+                for ((_, r), (inst, rev)) in placed.iter_mut().zip(&chosen) {
+                    r.agent = Some(inst.arn.clone());
+                    r.task.container_instance_arn = Some(inst.arn.clone());
+                    r.task.availability_zone = inst.zone().to_string();
+                    compares.push(Compare::at(instances::instance_key(&cname, &inst.id), *rev));
+                }
+                if placed.is_empty() {
+                    return Ok(json!({"tasks": [], "failures": failures}));
+                }
+            }
+            crec.tasks_started += placed.len() as u64;
             let mut ops = vec![Op::Put {
                 key: ckey.clone(),
                 value: encode(&crec),
             }];
-            for (k, r) in &mut records {
+            for (k, r) in &mut placed {
                 r.task.cluster_arn = crec.cluster_arn.clone();
                 compares.push(Compare::absent(k.as_str()));
                 ops.push(Op::Put {
@@ -1354,11 +1454,11 @@ impl Ecs {
             match self.store.txn(&compares, ops) {
                 Ok(_) => {
                     self.notify();
-                    let tasks: Vec<Value> = records
+                    let tasks: Vec<Value> = placed
                         .iter()
                         .map(|(_, r)| render_task(&r.task, true))
                         .collect();
-                    return Ok(json!({"tasks": tasks, "failures": []}));
+                    return Ok(json!({"tasks": tasks, "failures": failures}));
                 }
                 Err(StateError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),

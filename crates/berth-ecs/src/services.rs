@@ -56,6 +56,8 @@ pub(crate) struct ServiceRecord {
     #[serde(default)]
     placement_strategy: Vec<Value>,
     #[serde(default)]
+    service_connect_configuration: Option<Value>,
+    #[serde(default)]
     pub(crate) tags: Vec<Tag>,
     #[serde(default)]
     propagate_tags: Option<String>,
@@ -84,12 +86,21 @@ pub(crate) struct CreateServiceInput {
     placement_constraints: Vec<Value>,
     #[serde(default)]
     placement_strategy: Vec<Value>,
+    service_connect_configuration: Option<Value>,
     scheduling_strategy: Option<String>,
     #[serde(default)]
     pub(crate) tags: Vec<Tag>,
     propagate_tags: Option<String>,
     #[serde(default, rename = "enableECSManagedTags")]
     enable_ecs_managed_tags: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NamespaceInput {
+    namespace: Option<String>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -227,8 +238,9 @@ fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
     serde_json::from_value(json!(s)).ok()
 }
 
-/// The controller's view of a task.
-fn task_view(t: &TaskRecord) -> TaskView {
+/// The controller's view of a task; `draining`: the ARNs of the cluster's DRAINING
+/// container instances (their service tasks are replaced).
+fn task_view(t: &TaskRecord, draining: &[String]) -> TaskView {
     let ms = |s: Option<f64>| s.map(|x| (x * 1000.0) as u64);
     let has_health_check = t.definition["containerDefinitions"]
         .as_array()
@@ -253,7 +265,7 @@ fn task_view(t: &TaskRecord) -> TaskView {
         stopped_at: ms(t.task.stopped_at),
         stop_code: t.task.stop_code.clone(),
         stopped_reason: t.task.stopped_reason.clone(),
-        on_draining_instance: false,
+        on_draining_instance: t.agent.as_ref().is_some_and(|a| draining.contains(a)),
     }
 }
 
@@ -286,6 +298,7 @@ impl Ecs {
             ));
         }
         validate_tags(&i.tags)?;
+        crate::placement::parse_placement(&i.placement_strategy, &i.placement_constraints)?;
         let cname = cluster_name(i.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER));
         let crec = match self.get::<ClusterRecord>(&cluster_key(&cname))? {
             Some((c, _)) => c,
@@ -373,6 +386,7 @@ impl Ecs {
             service_registries: i.service_registries.clone(),
             placement_constraints: i.placement_constraints.clone(),
             placement_strategy: i.placement_strategy.clone(),
+            service_connect_configuration: i.service_connect_configuration.clone(),
             tags: i.tags.clone(),
             propagate_tags: i.propagate_tags.clone(),
             enable_ecs_managed_tags: i.enable_ecs_managed_tags,
@@ -557,6 +571,15 @@ impl Ecs {
                 continue;
             }
             let group = format!("service:{}", rec.service_name);
+            let draining: Vec<String> = self
+                .list::<crate::instances::InstanceRecord>(&format!(
+                    "/ecs/instances/{}/",
+                    rec.cluster
+                ))?
+                .into_iter()
+                .filter(|(_, i, _)| i.status == "DRAINING")
+                .map(|(_, i, _)| i.arn)
+                .collect();
             let tasks: Vec<TaskView> = self
                 .list::<TaskRecord>(&format!("/ecs/tasks/{}/", rec.cluster))?
                 .into_iter()
@@ -566,7 +589,7 @@ impl Ecs {
                         now.saturating_sub((s * 1000.0) as u64) < STOPPED_TASK_MEMORY_MS
                     })
                 })
-                .map(|(_, t, _)| task_view(&t))
+                .map(|(_, t, _)| task_view(&t, &draining))
                 .collect();
             let r = ctl::reconcile(&rec.spec, &rec.state, &tasks, now);
             if r.state == rec.state && r.actions.is_empty() {
@@ -605,17 +628,20 @@ impl Ecs {
                                 started_by: Some(deployment_id.clone()),
                                 group: Some(group.clone()),
                                 network_configuration: rec.network_configuration.clone(),
+                                placement_strategy: rec.placement_strategy.clone(),
+                                placement_constraints: rec.placement_constraints.clone(),
                                 ..Default::default()
                             },
                             &ctx,
                         );
                         let failure = match out {
                             Ok(v) => v["failures"][0]["reason"].as_str().map(|r| {
-                                format!("{r} {}", v["failures"][0]["detail"].as_str().unwrap_or(""))
-                                    .trim()
-                                    .to_string()
+                                crate::placement::unplaced_explanation(
+                                    r,
+                                    v["failures"][0]["arn"].as_str().unwrap_or(""),
+                                )
                             }),
-                            Err(e) => Some(e.to_string()),
+                            Err(e) => Some(format!("Reason: {e}")),
                         };
                         if let Some(reason) = failure {
                             self.record_placement_failure(&key, &deployment_id, &reason, now)?;
@@ -633,6 +659,36 @@ impl Ecs {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn list_services_by_namespace(&self, i: NamespaceInput) -> Result<Value, EcsError> {
+        let ns = i
+            .namespace
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| EcsError::InvalidParameter("namespace is required.".into()))?;
+        let names = |v: &str| v == ns || v.rsplit('/').next() == Some(ns.as_str());
+        let arns: Vec<String> = self
+            .list::<ServiceRecord>("/ecs/services/")?
+            .into_iter()
+            .map(|(_, r, _)| r)
+            .filter(|r| r.state.status == ServiceStatus::Active)
+            .filter(|r| {
+                let sc = r
+                    .service_connect_configuration
+                    .as_ref()
+                    .and_then(|c| c["namespace"].as_str())
+                    .is_some_and(names);
+                let registry = r.service_registries.iter().any(|s| {
+                    s["registryArn"]
+                        .as_str()
+                        .is_some_and(|a| a.split('/').any(&names))
+                });
+                sc || registry
+            })
+            .map(|r| r.service_arn)
+            .collect();
+        let (page, next) = paginate(&arns, i.next_token.as_deref(), i.max_results)?;
+        Ok(with_token(json!({"serviceArns": page}), next))
     }
 
     fn record_placement_failure(

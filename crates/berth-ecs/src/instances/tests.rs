@@ -153,3 +153,177 @@ fn reap_lost_instances_stops_their_tasks() {
     );
     assert_eq!(d["tasks"][1]["lastStatus"], "PROVISIONING");
 }
+
+fn api_instance(t: &T, zone: &str, itype: &str, memory: u32) -> String {
+    let doc = json!({"availabilityZone": zone, "instanceType": itype}).to_string();
+    t.ok(
+        "RegisterContainerInstance",
+        json!({"instanceIdentityDocument": doc, "totalResources": [
+            {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": memory}]}),
+    )["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn ec2_def(t: &T, memory: u32) {
+    t.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "job", "containerDefinitions": [{"name": "c", "image": "busybox", "memory": memory}]}),
+    );
+}
+
+/// RunTask EC2 goes through the scheduler: binpack on memory fills the fuller instance
+/// first, tasks show their instance and zone, and what does not fit is a RESOURCE:MEMORY
+/// failure naming an instance; remaining resources reflect the tasks.
+#[test]
+fn run_task_places_on_registered_instances() {
+    let t = setup();
+    let small = api_instance(&t, "za", "t2.micro", 1024);
+    let big = api_instance(&t, "zb", "m5.large", 4096);
+    ec2_def(&t, 512);
+    let out = t.ok(
+        "RunTask",
+        json!({"taskDefinition": "job", "count": 3, "launchType": "EC2",
+               "placementStrategy": [{"type": "binpack", "field": "memory"}]}),
+    );
+    let on: Vec<&str> = out["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["containerInstanceArn"].as_str().unwrap())
+        .collect();
+    assert_eq!(on, [small.as_str(), small.as_str(), big.as_str()]);
+    assert_eq!(out["tasks"][0]["availabilityZone"], "za");
+    let d = t.ok(
+        "DescribeContainerInstances",
+        json!({"containerInstances": [small, "ffff"]}),
+    );
+    assert_eq!(
+        d["containerInstances"][0]["remainingResources"][1]["integerValue"],
+        0
+    );
+    assert_eq!(d["containerInstances"][0]["pendingTasksCount"], 2);
+    assert_eq!(d["failures"][0]["reason"], "MISSING");
+    let listed = t.ok("ListTasks", json!({"containerInstance": small}));
+    assert_eq!(listed["taskArns"].as_array().unwrap().len(), 2);
+
+    let out = t.ok(
+        "RunTask",
+        json!({"taskDefinition": "job", "count": 8, "launchType": "EC2"}),
+    );
+    assert_eq!(out["tasks"].as_array().unwrap().len(), 7);
+    assert_eq!(out["failures"][0]["reason"], "RESOURCE:MEMORY");
+    let c = t.ok("DescribeClusters", json!({}));
+    assert_eq!(c["clusters"][0]["registeredContainerInstancesCount"], 2);
+}
+
+/// DRAINING instances get no new tasks; StartTask places on the named instance only.
+#[test]
+fn draining_and_start_task() {
+    let t = setup();
+    let a = api_instance(&t, "za", "t2.micro", 4096);
+    let b = api_instance(&t, "zb", "t2.micro", 4096);
+    ec2_def(&t, 256);
+    let u = t.ok(
+        "UpdateContainerInstancesState",
+        json!({"containerInstances": [a], "status": "DRAINING"}),
+    );
+    assert_eq!(u["containerInstances"][0]["status"], "DRAINING");
+    let out = t.ok(
+        "RunTask",
+        json!({"taskDefinition": "job", "count": 4, "launchType": "EC2"}),
+    );
+    assert!(out["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["containerInstanceArn"] == b.as_str()));
+    let s = t.ok(
+        "StartTask",
+        json!({"taskDefinition": "job", "containerInstances": [b]}),
+    );
+    assert_eq!(s["tasks"][0]["containerInstanceArn"], b.as_str());
+    let (ty, _) = t.err(
+        "StartTask",
+        json!({"taskDefinition": "job", "containerInstances": []}),
+    );
+    assert_eq!(ty, "InvalidParameterException");
+    let (ty, msg) = t.err(
+        "DeregisterContainerInstance",
+        json!({"containerInstance": b}),
+    );
+    assert_eq!(
+        (ty.as_str(), msg.as_str()),
+        (
+            "InvalidParameterException",
+            "Found running tasks on the instance."
+        )
+    );
+    t.ok(
+        "DeregisterContainerInstance",
+        json!({"containerInstance": b, "force": true}),
+    );
+    let l = t.ok("ListContainerInstances", json!({}));
+    assert_eq!(l["containerInstanceArns"], json!([a]));
+}
+
+/// Attributes: put, list with filters, delete; ECS's errors for unknown targets, too
+/// many attributes and ecs.* names.
+#[test]
+fn attributes() {
+    let t = setup();
+    let a = api_instance(&t, "za", "t2.micro", 4096);
+    t.ok(
+        "PutAttributes",
+        json!({"attributes": [{"name": "stack", "value": "prod", "targetId": a}]}),
+    );
+    let l = t.ok(
+        "ListAttributes",
+        json!({"targetType": "container-instance", "attributeName": "stack"}),
+    );
+    assert_eq!(l["attributes"][0]["value"], "prod");
+    assert_eq!(l["attributes"][0]["targetId"], a.as_str());
+    let f = t.ok(
+        "ListContainerInstances",
+        json!({"filter": "attribute:stack == prod"}),
+    );
+    assert_eq!(f["containerInstanceArns"], json!([a]));
+    t.ok(
+        "DeleteAttributes",
+        json!({"attributes": [{"name": "stack", "targetId": a}]}),
+    );
+    let f = t.ok(
+        "ListContainerInstances",
+        json!({"filter": "attribute:stack == prod"}),
+    );
+    assert_eq!(f["containerInstanceArns"], json!([]));
+    let missing = json!({"attributes": [{"name": "x", "targetId": "ffff"}]});
+    assert_eq!(t.err("PutAttributes", missing).0, "TargetNotFoundException");
+    let many: Vec<_> = (0..11)
+        .map(|i| json!({"name": format!("a{i}"), "targetId": a}))
+        .collect();
+    assert_eq!(
+        t.err("PutAttributes", json!({"attributes": many})).0,
+        "InvalidParameterException"
+    );
+    for i in 0..10 {
+        t.ok(
+            "PutAttributes",
+            json!({"attributes": [{"name": format!("a{i}"), "targetId": a}]}),
+        );
+    }
+    let over = json!({"attributes": [{"name": "one-more", "targetId": a}]});
+    assert_eq!(
+        t.err("PutAttributes", over).0,
+        "AttributeLimitExceededException"
+    );
+    let ecs = json!({"attributes": [{"name": "ecs.os-type", "value": "x", "targetId": a}]});
+    assert_eq!(t.err("PutAttributes", ecs).0, "InvalidParameterException");
+    assert_eq!(
+        t.err("ListContainerInstances", json!({"cluster": "nope"}))
+            .0,
+        "ClusterNotFoundException"
+    );
+}
