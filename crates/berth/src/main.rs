@@ -55,6 +55,8 @@ enum Command {
     Service(commands::service::Args),
     /// ECS clusters: create, ls, rm.
     Cluster(commands::cluster::Args),
+    /// List the cluster's container instances, or drain/activate one.
+    Instances(commands::instances::Args),
     /// Stop the node's tasks and remove what berth made on this host (server stopped).
     Down(commands::down::Args),
     /// Forward one host port to a task (started by the agent; not for direct use).
@@ -98,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Command::Stop(a) => commands::stop::run(a),
         Command::Service(a) => commands::service::run(a),
         Command::Cluster(a) => commands::cluster::run(a),
+        Command::Instances(a) => commands::instances::run(a),
         Command::Down(a) => commands::down::run(a),
     }
 }

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod down;
 pub mod gc;
 pub mod images;
+pub mod instances;
 pub mod logs;
 pub mod proxy;
 pub mod ps;
