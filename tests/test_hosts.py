@@ -20,7 +20,7 @@ import requests
 import support
 from support import wait_for
 
-APPLETS = ["sh", "sleep", "true", "httpd", "wget", "echo", "cat"]
+APPLETS = ["sh", "sleep", "true", "httpd", "wget", "echo", "cat", "ip", "mkdir"]
 HTTPD = ["sh", "-c", "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www"]
 
 
@@ -128,14 +128,16 @@ def test_spread_cross_host_traffic_and_healing(berth_bin, cluster_server, image)
     probe = ecs.register_task_definition(
         family=support.unique("probe"), networkMode="awsvpc", requiresCompatibilities=["EC2"],
         containerDefinitions=[{"name": "probe", "image": image, "essential": True, "memory": 32,
-                               "command": ["wget", "-q", "-T", "5", "-O", "-", f"http://{_ip(b_task)}:8080/"]}],
+                               "command": ["sh", "-c", f"wget -O - http://{_ip(b_task)}:8080/ 2>&1; ip addr; ip route; cat /etc/hosts"]}],
     )["taskDefinition"]["taskDefinitionArn"]
     started = ecs.start_task(cluster="default", taskDefinition=probe, containerInstances=[a_instance])
     assert not started["failures"], started["failures"]
     parn = started["tasks"][0]["taskArn"]
     done = wait_for(lambda: (t := ecs.describe_tasks(cluster="default", tasks=[parn])["tasks"][0])
                     ["lastStatus"] == "STOPPED" and t, "the probe task finished", deadline_s=60)
-    assert done["containers"][0].get("exitCode") == 0, done
+    logs = srv.logs().get_log_events(logGroupName="x", logStreamName=f"ecs/probe/{parn.rsplit('/', 1)[1]}")
+    out = "".join(e["message"] for e in logs["events"])
+    assert done["containers"][0].get("exitCode") == 0, out
 
     # kill -9 host b's agent: its tasks are stopped with a reason and replaced on host a.
     b_instance = next(arn for arn, z in zone_of.items() if z == "b")
@@ -195,7 +197,7 @@ def test_wrong_token_is_refused(berth_bin, cluster_server, tmp_path):
 
 
 def _gateway_listener(srv) -> str:
-    for line in srv.log_tail(400).splitlines():
+    for line in srv.log_path.read_text(errors="replace").splitlines():
         if "test hosts running" in line and "gateway=" in line:
             return line.split("gateway=")[1].split()[0]
     raise AssertionError("the server did not log where the test hosts join")

@@ -302,12 +302,12 @@ impl Agent {
         let bridge = berth_net::BridgeConfig {
             forwarding: config.forwarding,
         };
-        berth_net::ensure_bridge_with(&config.bridge, ipam.gateway(), bridge).map_err(|source| {
-            AgentError::Bridge {
+        berth_net::ensure_bridge_with(&config.bridge, ipam.gateway(), bridge).map_err(
+            |source| AgentError::Bridge {
                 bridge: config.bridge.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let key = agent_key(&config.dir);
         let node = NodeFile {
             bridge: config.bridge.clone(),

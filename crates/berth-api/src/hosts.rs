@@ -100,7 +100,10 @@ pub fn teardown(data_dir: &Path, exe: &Path, runc: &Path) -> Result<(), HostsErr
         // Agents first (they would restart what `down` stops), then their tasks.
         let _ = testhosts::kill_all_in(&ns);
         let status = Command::new(testhosts::NSENTER_BIN)
-            .arg(format!("--net={}", testhosts::netns_path(&ns).display()))
+            .arg(format!(
+                "--net={}",
+                berth_net::netns::netns_path(&ns).display()
+            ))
             .arg("--")
             .arg(exe)
             .args(["down", "--data-dir"])
@@ -140,7 +143,9 @@ impl RunningHosts {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| HostsError::Listen(addr, e))?;
-        let bound = listener.local_addr().map_err(|e| HostsError::Listen(addr, e))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| HostsError::Listen(addr, e))?;
         tokio::spawn(crate::agents::serve_agents(listener, app, identity.clone()));
         let running = Arc::new(RunningHosts {
             hosts,
@@ -167,8 +172,7 @@ impl RunningHosts {
         token: &Path,
     ) -> Result<Child, HostsError> {
         let dir = host_dir(&self.data_dir, h.index);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| HostsError::Dir(dir.display().to_string(), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| HostsError::Dir(dir.display().to_string(), e))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

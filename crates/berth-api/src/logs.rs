@@ -179,11 +179,17 @@ mod tests {
     #[test]
     fn errors() {
         let d = setup();
-        let e =
-            get_log_events(&[d.path().to_path_buf()], br#"{"logStreamName":"ecs/nope/abc123"}"#).unwrap_err();
+        let e = get_log_events(
+            &[d.path().to_path_buf()],
+            br#"{"logStreamName":"ecs/nope/abc123"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.type_name, "ResourceNotFoundException");
-        let e = get_log_events(&[d.path().to_path_buf()], br#"{"logStreamName":"ecs/web/../../etc"}"#)
-            .unwrap_err();
+        let e = get_log_events(
+            &[d.path().to_path_buf()],
+            br#"{"logStreamName":"ecs/web/../../etc"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.type_name, "ResourceNotFoundException");
         let e = get_log_events(
             &[d.path().to_path_buf()],

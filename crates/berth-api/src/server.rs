@@ -678,10 +678,13 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     }
     spawn_background(app.clone(), &config);
     spawn_service_controller(app.clone());
-    if let Some(addr) = config.agent_listen {
-        let identity = Arc::new(crate::agents::AgentIdentity::load_or_create(
+    let identity = match config.agent_listen.is_some() || config.hosts.is_some() {
+        true => Some(Arc::new(crate::agents::AgentIdentity::load_or_create(
             &config.data_dir,
-        )?);
+        )?)),
+        false => None,
+    };
+    if let (Some(addr), Some(identity)) = (config.agent_listen, identity.clone()) {
         let l = TcpListener::bind(addr)
             .await
             .map_err(|e| ServerError::AgentListen(addr, e))?;

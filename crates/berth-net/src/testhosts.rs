@@ -670,7 +670,8 @@ pub fn parse_pids(text: &str) -> Vec<i32> {
         .collect()
 }
 
-fn kill_all_in(ns: &str) -> Result<(), DestroyError> {
+/// Kills (SIGKILL) every process in the network namespace `ns` and waits for them to go.
+pub fn kill_all_in(ns: &str) -> Result<(), DestroyError> {
     let pids = || -> Result<Vec<i32>, DestroyError> {
         Ok(parse_pids(&ip::run(
             "list processes",

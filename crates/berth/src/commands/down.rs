@@ -1,6 +1,7 @@
 //! `berth down`: stops every task the server's built-in agent runs and removes what it
 //! made on this host (containers, shims, mounts, namespaces, veths, cgroups, the
-//! bridge). Run it after stopping the server; running it twice is harmless. Given an
+//! bridge), and the test hosts of `berth server --hosts`. Run it after stopping the
+//! server; running it twice is harmless. Given an
 //! agent's data directory (`berth agent --data-dir`), it does the same for that agent.
 
 use std::path::PathBuf;
@@ -30,6 +31,12 @@ fn node_dirs(data_dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    // Test hosts (`berth server --hosts`) left by a server that did not stop cleanly.
+    if a.data_dir.join("hosts").is_dir() {
+        let exe = std::env::current_exe().context("cannot find the berth executable")?;
+        berth_api::hosts::teardown(&a.data_dir, &exe, &a.runc)
+            .context("removing the test hosts")?;
+    }
     let (mut tasks, mut containers) = (0, 0);
     for dir in node_dirs(&a.data_dir) {
         let t = berth_agent::cleanup::teardown(&dir, &a.runc)
