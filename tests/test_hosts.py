@@ -94,6 +94,52 @@ def _ip(task: dict) -> str:
     return task["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]
 
 
+def _cli(berth_bin, srv, *args) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    p = subprocess.run([str(berth_bin), args[0], "--endpoint-url", srv.url, "--data-dir",
+                        str(srv.data_dir), *args[1:]], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_instances_cli_and_draining(berth_bin, cluster_server, image):
+    """`berth instances` lists both hosts with their zones; draining one moves a service's
+    task to the other (ECS's DRAINING: the replacement starts first), and `activate`
+    takes the host back."""
+    srv, instances, _ = cluster_server
+    ecs = srv.ecs()
+    out = _cli(berth_bin, srv, "instances")
+    rows = out.splitlines()[1:]
+    assert len(rows) == 2, out
+    assert sorted(r.split()[1] for r in rows) == ["a", "b"], out
+    td = ecs.register_task_definition(
+        family=support.unique("drain"), networkMode="awsvpc", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "app", "image": image, "essential": True, "memory": 32,
+                               "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                               "healthCheck": {"command": ["CMD-SHELL", "true"], "interval": 5,
+                                               "timeout": 2, "retries": 1},
+                               "stopTimeout": 2}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="default", serviceName="drain", taskDefinition=td, desiredCount=2,
+                       launchType="EC2", placementStrategy=[{"type": "spread", "field": "instanceId"}])
+    wait_for(lambda: len(_running(ecs, "default", "drain")) == 2, "2 tasks RUNNING, one per host", deadline_s=60)
+    b = next(c for c in instances if _attr(c, "ecs.availability-zone") == "b")
+    b_id = b["containerInstanceArn"].rsplit("/", 1)[1]
+    _cli(berth_bin, srv, "instances", "drain", b_id)
+    ci = ecs.describe_container_instances(cluster="default", containerInstances=[b_id])["containerInstances"][0]
+    assert ci["status"] == "DRAINING"
+    # The task on b is replaced on a (started first: minimumHealthyPercent 100), then stopped.
+    wait_for(lambda: len(r := _running(ecs, "default", "drain")) == 2 and
+             all(t["containerInstanceArn"] != b["containerInstanceArn"] for t in r),
+             "no task left on the draining host", deadline_s=60)
+    _cli(berth_bin, srv, "instances", "activate", b_id)
+    ci = ecs.describe_container_instances(cluster="default", containerInstances=[b_id])["containerInstances"][0]
+    assert ci["status"] == "ACTIVE"
+    ecs.update_service(cluster="default", service="drain", desiredCount=0)
+    ecs.delete_service(cluster="default", service="drain")
+    wait_for(lambda: not _running(ecs, "default", "drain"), "the drain service's tasks stopped")
+
+
 def test_spread_cross_host_traffic_and_healing(berth_bin, cluster_server, image):
     """Spread over zones places 2+2; tasks reach each other across hosts; killing one
     host's agent (kill -9) stops its tasks with a reason and the service heals onto the

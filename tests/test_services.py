@@ -19,23 +19,27 @@ APPLETS = ["sh", "sleep", "true", "test", "echo"]
 LOOP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
 
 
-@pytest.fixture(scope="module")
-def image(berth_bin, berth, tmp_path_factory) -> str:
-    ctx = tmp_path_factory.mktemp("svc-ctx")
+def build_image(berth_bin, srv, ctx) -> str:
+    """Builds and pushes a busybox image to `srv`; returns its reference."""
     (ctx / "bin").mkdir()
     shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
     for a in APPLETS:
         os.symlink("busybox", ctx / "bin" / a)
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n")
     repo = support.unique("svc")
-    berth.ecr().create_repository(repositoryName=repo)
+    srv.ecr().create_repository(repositoryName=repo)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     import subprocess
-    p = subprocess.run([str(berth_bin), "build", "--endpoint-url", berth.url, "--data-dir",
-                        str(berth.data_dir), "-t", f"{repo}:v1", str(ctx)], env=env,
+    p = subprocess.run([str(berth_bin), "build", "--endpoint-url", srv.url, "--data-dir",
+                        str(srv.data_dir), "-t", f"{repo}:v1", str(ctx)], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    return f"{berth.host}/{repo}:v1"
+    return f"{srv.host}/{repo}:v1"
+
+
+@pytest.fixture(scope="module")
+def image(berth_bin, berth, tmp_path_factory) -> str:
+    return build_image(berth_bin, berth, tmp_path_factory.mktemp("svc-ctx"))
 
 
 @pytest.fixture
@@ -257,3 +261,47 @@ def test_tags(berth, aws, image, cluster):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         ecs.tag_resource(resourceArn=carn, tags=[{"key": "aws:x", "value": "y"}])
     assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+
+
+def test_server_kill_9_mid_deployment_converges(berth_bin, berth_factory, tmp_path):
+    """A server killed with SIGKILL in the middle of a rolling deployment restarts into
+    its committed state and finishes the deployment: exactly desiredCount tasks of the
+    new revision run, and no container is left behind on the host."""
+    import subprocess
+    srv = berth_factory()
+    image = build_image(berth_bin, srv, tmp_path)
+    ecs = srv.ecs()
+    ecs.create_cluster(clusterName="crash")
+    family = support.unique("crash")
+    hc = {"command": ["CMD-SHELL", "true"], "interval": 5, "timeout": 2, "retries": 1}
+    v1 = register(ecs, image, family=family, healthCheck=hc)
+    ecs.create_service(cluster="crash", serviceName="web", taskDefinition=v1, desiredCount=3,
+                       deploymentConfiguration={"minimumHealthyPercent": 100, "maximumPercent": 200})
+    wait_for(lambda: service(ecs, "crash")["deployments"][0]["rolloutState"] == "COMPLETED",
+             "the first deployment COMPLETED", deadline_s=90)
+    v2 = register(ecs, image, family=family, healthCheck=hc, environment=[{"name": "V", "value": "2"}])
+    ecs.update_service(cluster="crash", service="web", taskDefinition=v2)
+    wait_for(lambda: any(t["taskDefinitionArn"] == v2 for t in _tasks(ecs, "crash")),
+             "the rollout to v2 under way")
+    srv.kill()
+    srv.start()
+    ecs = srv.ecs()
+
+    def converged():
+        s = service(ecs, "crash")
+        deps = s["deployments"]
+        run = running_tasks(ecs, "crash")
+        return len(deps) == 1 and deps[0]["taskDefinition"] == v2 and \
+            deps[0]["rolloutState"] == "COMPLETED" and s["runningCount"] == 3 and len(run) == 3 and run
+    run = wait_for(converged, "the deployment to v2 finished after the restart", deadline_s=150)
+    tasks = ecs.describe_tasks(cluster="crash", tasks=run)["tasks"]
+    assert {t["taskDefinitionArn"] for t in tasks} == {v2}
+    # The host runs exactly the three tasks' containers: nothing orphaned by the crash.
+    out = subprocess.run(["runc", "--root", str(srv.data_dir / "agent" / "runc"), "list", "-q"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    states = [subprocess.run(["runc", "--root", str(srv.data_dir / "agent" / "runc"), "state", c],
+                             capture_output=True, text=True).stdout for c in out]
+    running = [s for s in states if '"status": "running"' in s]
+    assert len(running) == 3, states
+    ecs.update_service(cluster="crash", service="web", desiredCount=0)
+    wait_for(lambda: not running_tasks(ecs, "crash"), "scaled to 0")
