@@ -9,6 +9,7 @@ hosts. A host with a wrong token is refused and told why."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -49,10 +50,7 @@ def cluster_server(berth_factory):
     assert not (_netns() & hosts), f"test hosts left behind: {_netns() & hosts}"
 
 
-@pytest.fixture(scope="module")
-def image(berth_bin, cluster_server, tmp_path_factory) -> str:
-    srv = cluster_server[0]
-    ctx = tmp_path_factory.mktemp("hosts-ctx")
+def _build(berth_bin, srv, ctx) -> str:
     (ctx / "bin").mkdir()
     shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
     for a in APPLETS:
@@ -66,6 +64,11 @@ def image(berth_bin, cluster_server, tmp_path_factory) -> str:
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     return f"{srv.host}/{repo}:v1"
+
+
+@pytest.fixture(scope="module")
+def image(berth_bin, cluster_server, tmp_path_factory) -> str:
+    return _build(berth_bin, cluster_server[0], tmp_path_factory.mktemp("hosts-ctx"))
 
 
 def _attr(ci: dict, name: str) -> str | None:
@@ -247,3 +250,68 @@ def _gateway_listener(srv) -> str:
         if "test hosts running" in line and "gateway=" in line:
             return line.split("gateway=")[1].split()[0]
     raise AssertionError("the server did not log where the test hosts join")
+
+
+class _Agent:
+    """A `berth agent` in the machine's namespace with a node of its own; stopped by its
+    pid and its node removed (`berth down`) even when the test fails."""
+
+    def __init__(self, berth_bin, server: str, token_file, data_dir):
+        self.bin, self.data_dir = berth_bin, data_dir
+        self.log = open(data_dir.parent / "agent.log", "ab")
+        subnet = f"10.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24"
+        self.proc = subprocess.Popen(
+            [str(berth_bin), "agent", "--server", server, "--token-file", str(token_file),
+             "--data-dir", str(data_dir), "--zone", "r", "--bridge", "bt" + os.urandom(5).hex(),
+             "--task-subnet", subnet, "--metadata-port", str(support.free_listen_port())],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, start_new_session=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        subprocess.run([str(self.bin), "down", "--data-dir", str(self.data_dir)],
+                       capture_output=True, timeout=120)
+        self.log.close()
+
+
+def test_agent_survives_server_restart(berth_bin, berth_factory, tmp_path):
+    """A remote agent keeps its task running while the server is killed (kill -9) and
+    restarted; it dials back in as the same container instance, the task is the same
+    container, and the stream works again (StopTask reaches it)."""
+    port = support.free_listen_port()
+    srv = berth_factory(["--no-agent", "--agent-listen", f"127.0.0.1:{port}"])
+    (tmp_path / "ctx").mkdir()
+    image = _build(berth_bin, srv, tmp_path / "ctx")
+    ecs = srv.ecs()
+    (tmp_path / "a").mkdir()
+    with _Agent(berth_bin, f"127.0.0.1:{port}", srv.data_dir / "join-token", tmp_path / "a" / "data") as agent:
+        arn = wait_for(lambda: (a := ecs.list_container_instances()["containerInstanceArns"]) and a[0],
+                       "the agent registered")
+        td = ecs.register_task_definition(
+            family=support.unique("remote"), networkMode="awsvpc", requiresCompatibilities=["EC2"],
+            containerDefinitions=[{"name": "app", "image": image, "essential": True, "memory": 32,
+                                   "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"],
+                                   "stopTimeout": 2}])["taskDefinition"]["taskDefinitionArn"]
+        task = ecs.run_task(taskDefinition=td, launchType="EC2")["tasks"][0]["taskArn"]
+        before = wait_for(lambda: (t := ecs.describe_tasks(tasks=[task])["tasks"][0])["lastStatus"] == "RUNNING" and t,
+                          "the task RUNNING on the remote agent", deadline_s=60)
+        assert before["containerInstanceArn"] == arn
+        srv.kill()
+        srv.start()
+        ecs = srv.ecs()
+        wait_for(lambda: ecs.describe_container_instances(containerInstances=[arn])
+                 ["containerInstances"][0]["agentConnected"], "the agent dialled back in", deadline_s=30)
+        assert ecs.list_container_instances()["containerInstanceArns"] == [arn]
+        # Past the liveness timeout (10 s) the task is still the same running container.
+        time.sleep(12)
+        after = ecs.describe_tasks(tasks=[task])["tasks"][0]
+        assert after["lastStatus"] == "RUNNING", after.get("stoppedReason")
+        assert after["containers"][0]["runtimeId"] == before["containers"][0]["runtimeId"]
+        assert agent.proc.poll() is None
+        ecs.stop_task(task=task, reason="done")
+        wait_for(lambda: ecs.describe_tasks(tasks=[task])["tasks"][0]["lastStatus"] == "STOPPED",
+                 "StopTask reached the agent over the new stream")

@@ -496,7 +496,19 @@ async fn handle_message(app: &Arc<App>, arn: &str, m: AgentMessage) -> Option<Se
 
 /// Node liveness: every [`LIVENESS_EVERY`], instances whose agent has been gone for
 /// [`LOST_AFTER`] have their tasks stopped (the services then replace them).
-pub fn spawn_liveness(app: Arc<App>) {
+/// Call before the agent listener accepts anyone: at start no agent is connected.
+pub async fn spawn_liveness(app: Arc<App>) {
+    let a = app.clone();
+    match tokio::task::spawn_blocking(move || a.ecs.agents_disconnected_at_start()).await {
+        Ok(Ok(0)) | Err(_) => {}
+        Ok(Ok(n)) => {
+            tracing::info!(
+                instances = n,
+                "waiting for the agents of the last run to dial back in"
+            )
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot reset the instances' connections"),
+    }
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(LIVENESS_EVERY).await;

@@ -678,6 +678,7 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     }
     spawn_background(app.clone(), &config);
     spawn_service_controller(app.clone());
+    crate::agents::spawn_liveness(app.clone()).await;
     let identity = match config.agent_listen.is_some() || config.hosts.is_some() {
         true => Some(Arc::new(crate::agents::AgentIdentity::load_or_create(
             &config.data_dir,
@@ -692,7 +693,6 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
         tracing::info!(addr = %bound, token = %identity.token_path.display(), "listening for agents");
         tokio::spawn(crate::agents::serve_agents(l, app.clone(), identity));
     }
-    crate::agents::spawn_liveness(app.clone());
     let hosts = match (config.hosts.clone(), identity) {
         (Some(h), Some(identity)) => Some(
             crate::hosts::RunningHosts::start(app.clone(), &config.data_dir, h, identity).await?,

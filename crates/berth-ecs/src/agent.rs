@@ -428,6 +428,21 @@ impl Ecs {
         Ok(())
     }
 
+    /// At server start nobody is connected yet: every instance whose agent the records
+    /// still call connected (the server stopped without closing its streams) is marked
+    /// disconnected as of now, so that its agent gets the full liveness timeout to dial
+    /// back in before its tasks are given up. Returns how many were marked.
+    pub fn agents_disconnected_at_start(&self) -> Result<usize, EcsError> {
+        let mut n = 0;
+        for (_, r, _) in self.list::<InstanceRecord>("/ecs/instances/")? {
+            if r.agent_connected && r.agent_id.is_some() {
+                self.set_instance_connected(&r.arn, false)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Node liveness: every ACTIVE/DRAINING instance whose agent is not connected and
     /// whose last heartbeat is older than `timeout_secs` before `now` has its
     /// non-STOPPED tasks marked STOPPED (stopCode `TerminationNotice`, the closest of
