@@ -143,6 +143,24 @@ def test_instances_cli_and_draining(berth_bin, cluster_server, image):
     wait_for(lambda: not _running(ecs, "default", "drain"), "the drain service's tasks stopped")
 
 
+def test_service_cli_on_hosts(berth_bin, cluster_server, image):
+    """`berth service create --launch-type EC2 --spread zone` puts one task in each zone,
+    and `berth service ps` shows where each runs."""
+    srv = cluster_server[0]
+    ecs = srv.ecs()
+    _cli(berth_bin, srv, "service", "create", "--name", "zoned", "--replicas", "2", "--launch-type", "EC2",
+         "--spread", "zone", image, "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done")
+    wait_for(lambda: len(_running(ecs, "default", "zoned")) == 2, "2 tasks RUNNING", deadline_s=60)
+    rows = [l for l in _cli(berth_bin, srv, "service", "ps", "zoned").splitlines()[1:] if "RUNNING" in l]
+    nodes = sorted(l.split()[5].split("/")[0] for l in rows)
+    assert nodes == ["a", "b"], rows
+    p = subprocess.run([str(berth_bin), "service", "--endpoint-url", srv.url, "--data-dir", str(srv.data_dir),
+                        "create", "--name", "x", "--spread", "zone", image], capture_output=True, text=True)
+    assert p.returncode != 0 and "--launch-type EC2" in p.stderr, p.stderr
+    _cli(berth_bin, srv, "service", "rm", "zoned")
+    wait_for(lambda: not _running(ecs, "default", "zoned"), "the zoned service's tasks stopped")
+
+
 def test_spread_cross_host_traffic_and_healing(berth_bin, cluster_server, image):
     """Spread over zones places 2+2; tasks reach each other across hosts; killing one
     host's agent (kill -9) stops its tasks with a reason and the service heals onto the

@@ -76,6 +76,21 @@ struct CreateArgs {
     /// Health check command run in the container (CMD-SHELL).
     #[arg(long)]
     health_cmd: Option<String>,
+    /// FARGATE (the server's own capacity) or EC2 (the cluster's container instances).
+    #[arg(long, default_value = "FARGATE", value_parser = ["FARGATE", "EC2"])]
+    launch_type: String,
+    /// EC2: spread tasks over `zone`, `instance` or `attribute:NAME` (repeatable, in order).
+    #[arg(long, value_name = "FIELD")]
+    spread: Vec<String>,
+    /// EC2: pack tasks onto the fewest instances by `cpu` or `memory`.
+    #[arg(long, value_name = "cpu|memory", value_parser = ["cpu", "memory"])]
+    binpack: Option<String>,
+    /// EC2: place only on instances matching this cluster query expression (memberOf).
+    #[arg(long, value_name = "EXPRESSION")]
+    constraint: Vec<String>,
+    /// EC2: at most one task of the service per instance.
+    #[arg(long)]
+    distinct_instance: bool,
     /// Image (a repository in berth's registry).
     image: String,
     /// Command and arguments (default: the image's).
@@ -144,12 +159,13 @@ fn create(api: &ApiClient, cluster: &str, c: CreateArgs) -> anyhow::Result<()> {
         container["healthCheck"] =
             json!({"command": ["CMD-SHELL", h], "interval": 5, "timeout": 3, "retries": 3});
     }
+    let (strategy, constraints) = placement(&c)?;
     let td = api.ecs(
         "RegisterTaskDefinition",
         &json!({
             "family": c.name,
             "containerDefinitions": [container],
-            "requiresCompatibilities": ["FARGATE"],
+            "requiresCompatibilities": [c.launch_type],
             "networkMode": "awsvpc",
             "cpu": cpu.to_string(),
             "memory": memory.to_string(),
@@ -158,16 +174,55 @@ fn create(api: &ApiClient, cluster: &str, c: CreateArgs) -> anyhow::Result<()> {
     let arn = td["taskDefinition"]["taskDefinitionArn"]
         .as_str()
         .unwrap_or_default();
-    let s = api.ecs(
-        "CreateService",
-        &json!({"cluster": cluster, "serviceName": c.name, "taskDefinition": arn,
-                "desiredCount": c.replicas, "launchType": "FARGATE"}),
-    )?;
+    let mut req = json!({"cluster": cluster, "serviceName": c.name, "taskDefinition": arn,
+                         "desiredCount": c.replicas, "launchType": c.launch_type});
+    if !strategy.is_empty() {
+        req["placementStrategy"] = json!(strategy);
+    }
+    if !constraints.is_empty() {
+        req["placementConstraints"] = json!(constraints);
+    }
+    let s = api.ecs("CreateService", &req)?;
     println!(
         "{}",
         s["service"]["serviceArn"].as_str().unwrap_or_default()
     );
     Ok(())
+}
+
+/// ECS placement strategies and constraints from the short options.
+fn placement(c: &CreateArgs) -> anyhow::Result<(Vec<Value>, Vec<Value>)> {
+    let wants = !c.spread.is_empty()
+        || c.binpack.is_some()
+        || !c.constraint.is_empty()
+        || c.distinct_instance;
+    if wants && c.launch_type != "EC2" {
+        anyhow::bail!("--spread, --binpack, --constraint and --distinct-instance place tasks on container instances: add --launch-type EC2");
+    }
+    let mut strategy: Vec<Value> = c
+        .spread
+        .iter()
+        .map(|f| {
+            let field = match f.as_str() {
+                "zone" => "attribute:ecs.availability-zone",
+                "instance" => "instanceId",
+                other => other,
+            };
+            json!({"type": "spread", "field": field})
+        })
+        .collect();
+    if let Some(b) = &c.binpack {
+        strategy.push(json!({"type": "binpack", "field": b}));
+    }
+    let mut constraints: Vec<Value> = c
+        .constraint
+        .iter()
+        .map(|e| json!({"type": "memberOf", "expression": e}))
+        .collect();
+    if c.distinct_instance {
+        constraints.push(json!({"type": "distinctInstance"}));
+    }
+    Ok((strategy, constraints))
 }
 
 fn ls(api: &ApiClient, cluster: &str) -> anyhow::Result<()> {

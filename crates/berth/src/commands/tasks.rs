@@ -136,11 +136,24 @@ pub fn list_tasks(api: &ApiClient, filter: &Value) -> anyhow::Result<Vec<String>
     }
 }
 
-/// Prints a table of tasks: id, definition, status, health, address, stopped reason.
+/// Where a task runs, short: `<zone>/<instance id prefix>` on a container instance,
+/// `fargate` on the platform's capacity.
+fn node_of(t: &Value) -> String {
+    match t["containerInstanceArn"].as_str() {
+        Some(arn) => {
+            let id = arn.rsplit('/').next().unwrap_or(arn);
+            let zone = t["availabilityZone"].as_str().unwrap_or("-");
+            format!("{zone}/{}", &id[..id.len().min(8)])
+        }
+        None => t["launchType"].as_str().unwrap_or("-").to_ascii_lowercase(),
+    }
+}
+
+/// Prints a table of tasks: id, definition, status, health, address, node, stopped reason.
 pub fn print_tasks(api: &ApiClient, cluster: &str, arns: &[String]) -> anyhow::Result<()> {
     println!(
-        "{:<32}  {:<28}  {:<14}  {:<9}  {:<15}  REASON",
-        "TASK", "DEFINITION", "STATUS", "HEALTH", "IP"
+        "{:<32}  {:<28}  {:<14}  {:<9}  {:<15}  {:<20}  REASON",
+        "TASK", "DEFINITION", "STATUS", "HEALTH", "IP", "NODE"
     );
     for chunk in arns.chunks(100) {
         let out = api.ecs(
@@ -151,12 +164,13 @@ pub fn print_tasks(api: &ApiClient, cluster: &str, arns: &[String]) -> anyhow::R
             let def = t["taskDefinitionArn"].as_str().unwrap_or_default();
             let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
             println!(
-                "{:<32}  {:<28}  {:<14}  {:<9}  {:<15}  {}",
+                "{:<32}  {:<28}  {:<14}  {:<9}  {:<15}  {:<20}  {}",
                 task_id(t["taskArn"].as_str().unwrap_or_default()),
                 def.rsplit('/').next().unwrap_or(def),
                 s(&t["lastStatus"]),
                 s(&t["healthStatus"]),
                 s(&t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"]),
+                node_of(t),
                 t["stoppedReason"].as_str().unwrap_or(""),
             );
         }
