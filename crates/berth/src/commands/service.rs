@@ -19,7 +19,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// Create a service running IMAGE (a task definition named after the service).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List the cluster's services.
     Ls,
     /// The tasks of a service.
@@ -102,7 +102,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let api = a.target.client.api()?;
     let cluster = a.target.cluster.as_str();
     match a.command {
-        Command::Create(c) => create(&api, cluster, c),
+        Command::Create(c) => create(&api, cluster, *c),
         Command::Ls => ls(&api, cluster),
         Command::Ps { name, all } => ps(&api, cluster, &name, all),
         Command::Scale { name, replicas } => {
