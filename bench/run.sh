@@ -2,6 +2,8 @@
 # `make bench`: berth against its peers in the same run, on this machine.
 #  - the registry against Debian's docker-registry (CNCF distribution) → bench/out/report.md
 #  - container start (`berth run`) against bare runc, docker and podman → bench/out/runtime.md
+#  - a service of 50 tasks (CreateService → all RUNNING) against Docker Swarm → bench/out/services.md
+#  - task placement on 10,000 simulated instances, batched and one task per call → bench/out/scheduler.txt
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
@@ -9,6 +11,7 @@ BERTH_BIN="${BERTH_BIN:-$ROOT/target/release/berth}"
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v podman >/dev/null || need+=(podman)
+command -v dockerd >/dev/null || need+=(docker.io)
 if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -19,4 +22,14 @@ mkdir -p "$ROOT/bench/out"
   --out "$ROOT/bench/out/report.md"
 "$VENV/bin/python" "$ROOT/bench/runtime.py" --berth "$BERTH_BIN" --venv "$VENV" \
   --out "$ROOT/bench/out/runtime.md"
-cargo run -q --release --manifest-path "$ROOT/Cargo.toml" -p berth-scheduler --example simulate | tee "$ROOT/bench/out/scheduler.txt"
+"$VENV/bin/python" "$ROOT/bench/services.py" --berth "$BERTH_BIN" --out "$ROOT/bench/out/services.md"
+cargo build -q --release --manifest-path "$ROOT/Cargo.toml" -p berth-scheduler --example simulate
+SIM="$(cargo metadata -q --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+  "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/examples/simulate"
+{
+  echo "## 100 tasks per place call (batch)"
+  "$SIM"
+  echo
+  echo "## 1 task per place call (100,000 calls)"
+  "$SIM" --per-call 1
+} | tee "$ROOT/bench/out/scheduler.txt"

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,6 +93,12 @@ pub struct Ctx {
     /// A task network made ahead of need (namespace, veth, address), so that a task's
     /// start does not wait for `ip`.
     pub net_pool: Mutex<Vec<PooledNet>>,
+    /// A thread is starting the next spare shim: at most one at a time, so that a burst
+    /// of task starts does not spawn (and then kill) a spare per task.
+    pub spare_refilling: AtomicBool,
+    /// A thread is topping up `net_pool`: at most one at a time, so that a burst of
+    /// task starts does not make a pooled network per task on top of the task's own.
+    pub net_refilling: AtomicBool,
 }
 
 /// A ready task network nobody uses yet.
@@ -140,21 +147,26 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let me = self.clone();
-        std::thread::spawn(move || {
-            if let Ok(next) = me.spawn_shim() {
-                let old = me
-                    .spare_shim
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .replace(next);
+        if !self.spare_refilling.swap(true, Ordering::AcqRel) {
+            let me = self.clone();
+            std::thread::spawn(move || {
+                let old = match me.spawn_shim() {
+                    Ok(next) => me
+                        .spare_shim
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .replace(next),
+                    Err(_) => None,
+                };
+                me.spare_refilling.store(false, Ordering::Release);
                 if let Some(mut old) = old {
-                    // Two raced to refill: the extra one exits when its stdin closes.
+                    // Not expected (one refill at a time): the extra one exits when
+                    // its stdin closes.
                     drop(old.stdin.take());
                     let _ = old.wait();
                 }
-            }
-        });
+            });
+        }
         match spare {
             Some(mut c) => match c.try_wait() {
                 Ok(None) => Ok(c),
@@ -198,11 +210,21 @@ impl Ctx {
         Ok(net)
     }
 
-    /// Tops the pool up in the background.
+    fn net_pool_len(&self) -> usize {
+        self.net_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Tops the pool up in the background, unless a refill is already under way.
     pub fn refill_net_pool(self: &Arc<Self>) {
+        if self.net_refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let me = self.clone();
-        std::thread::spawn(move || {
-            while me.net_pool.lock().unwrap_or_else(|p| p.into_inner()).len() < NET_POOL_SIZE {
+        std::thread::spawn(move || loop {
+            while me.net_pool_len() < NET_POOL_SIZE {
                 match me.make_pooled_net() {
                     Ok(n) => me
                         .net_pool
@@ -211,9 +233,16 @@ impl Ctx {
                         .push(n),
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot make a spare task network");
+                        me.net_refilling.store(false, Ordering::Release);
                         return;
                     }
                 }
+            }
+            me.net_refilling.store(false, Ordering::Release);
+            // A take between the last check and the store saw the flag set and left
+            // the refill to us: look again.
+            if me.net_pool_len() >= NET_POOL_SIZE || me.net_refilling.swap(true, Ordering::AcqRel) {
+                return;
             }
         });
     }
@@ -334,6 +363,8 @@ impl Agent {
             pull_lock: Mutex::new(()),
             spare_shim: Mutex::new(None),
             net_pool: Mutex::new(Vec::new()),
+            spare_refilling: AtomicBool::new(false),
+            net_refilling: AtomicBool::new(false),
             config,
         });
         let agent = Agent {

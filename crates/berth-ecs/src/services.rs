@@ -565,6 +565,8 @@ impl Ecs {
     /// by the server on every change and every second; safe to call concurrently with
     /// the API (a lost race is redone next round).
     pub fn reconcile_services(&self) -> Result<(), EcsError> {
+        /// RunTask places at most this many tasks per call.
+        const RUN_TASK_MAX_COUNT: u32 = 10;
         let now = now_ms();
         for (key, rec, rev) in self.list::<ServiceRecord>("/ecs/services/")? {
             if rec.state.status == ServiceStatus::Inactive {
@@ -619,32 +621,41 @@ impl Ecs {
                         task_definition,
                         count,
                     } => {
-                        let out = self.run_task(
-                            RunTaskInput {
-                                cluster: Some(rec.cluster.clone()),
-                                task_definition: Some(task_definition),
-                                count: Some(i64::from(count.clamp(1, 10))),
-                                launch_type: Some(rec.launch_type.clone()),
-                                started_by: Some(deployment_id.clone()),
-                                group: Some(group.clone()),
-                                network_configuration: rec.network_configuration.clone(),
-                                placement_strategy: rec.placement_strategy.clone(),
-                                placement_constraints: rec.placement_constraints.clone(),
-                                ..Default::default()
-                            },
-                            &ctx,
-                        );
-                        let failure = match out {
-                            Ok(v) => v["failures"][0]["reason"].as_str().map(|r| {
-                                crate::placement::unplaced_explanation(
-                                    r,
-                                    v["failures"][0]["arn"].as_str().unwrap_or(""),
-                                )
-                            }),
-                            Err(e) => Some(format!("Reason: {e}")),
-                        };
-                        if let Some(reason) = failure {
-                            self.record_placement_failure(&key, &deployment_id, &reason, now)?;
+                        // The whole launch in this round, in RunTask calls of at most
+                        // 10 (RunTask's limit): a service of 50 does not wait for five
+                        // rounds. The first call that fails ends the launch.
+                        let mut left = count;
+                        while left > 0 {
+                            let n = left.min(RUN_TASK_MAX_COUNT);
+                            left -= n;
+                            let out = self.run_task(
+                                RunTaskInput {
+                                    cluster: Some(rec.cluster.clone()),
+                                    task_definition: Some(task_definition.clone()),
+                                    count: Some(i64::from(n)),
+                                    launch_type: Some(rec.launch_type.clone()),
+                                    started_by: Some(deployment_id.clone()),
+                                    group: Some(group.clone()),
+                                    network_configuration: rec.network_configuration.clone(),
+                                    placement_strategy: rec.placement_strategy.clone(),
+                                    placement_constraints: rec.placement_constraints.clone(),
+                                    ..Default::default()
+                                },
+                                &ctx,
+                            );
+                            let failure = match out {
+                                Ok(v) => v["failures"][0]["reason"].as_str().map(|r| {
+                                    crate::placement::unplaced_explanation(
+                                        r,
+                                        v["failures"][0]["arn"].as_str().unwrap_or(""),
+                                    )
+                                }),
+                                Err(e) => Some(format!("Reason: {e}")),
+                            };
+                            if let Some(reason) = failure {
+                                self.record_placement_failure(&key, &deployment_id, &reason, now)?;
+                                break;
+                            }
                         }
                     }
                     Action::Stop { task_id, reason } => {

@@ -175,6 +175,8 @@ pub(crate) struct Partitions {
     pub(crate) inst_vals: Vec<u32>,
     pub(crate) inst_part: Vec<u32>,
     pub(crate) part_vals: Vec<Vec<u32>>,
+    /// Per partition, its instances (indexes, ascending).
+    pub(crate) members: Vec<Vec<u32>>,
     /// Number of distinct values per attribute.
     pub(crate) values: Vec<usize>,
 }
@@ -198,6 +200,9 @@ pub struct ClusterState {
     pub(crate) live: Vec<Live>,
     by_id: HashMap<InstanceId, usize>,
     group_ids: FastMap<String, u32>,
+    /// Per interned group id, the instances (indexes) running at least one of its
+    /// tasks, so a call sums a group's spread counts without a pass over every instance.
+    group_members: Vec<Vec<u32>>,
     /// Results of task-independent `memberOf` expressions per instance, by expression
     /// text; valid until an instance is added (attributes, ids and registration times
     /// never change; status and agent connection are checked apart).
@@ -226,9 +231,12 @@ impl ClusterState {
             ports: instance.registered.ports.clone(),
             ..Live::default()
         };
+        let i = self.instances.len() as u32;
         for task in &instance.running {
             let g = self.group_id(&task.group);
-            charge(&mut live, task, g);
+            if charge(&mut live, task, g) {
+                self.group_members[g as usize].push(i);
+            }
         }
         self.static_masks.clear();
         self.partitions.clear();
@@ -288,7 +296,9 @@ impl ClusterState {
     /// Records a task of group id `group` placed on instance index `i`.
     pub(crate) fn record(&mut self, i: usize, req: &TaskRequest, group: u32) {
         let task = req.to_placed();
-        charge(&mut self.live[i], &task, group);
+        if charge(&mut self.live[i], &task, group) {
+            self.group_members[group as usize].push(i as u32);
+        }
         self.instances[i].running.push(task);
     }
 
@@ -299,7 +309,15 @@ impl ClusterState {
         }
         let g = self.group_ids.len() as u32;
         self.group_ids.insert(name.to_owned(), g);
+        self.group_members.push(Vec::new());
         g
+    }
+
+    /// The instances (indexes) running at least one task of group id `group`.
+    pub(crate) fn group_members(&self, group: u32) -> &[u32] {
+        self.group_members
+            .get(group as usize)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Tasks of group `name` on instance `i`.
@@ -354,6 +372,7 @@ impl ClusterState {
         }
         let mut parts: FastMap<&[u32], u32> = FastMap::default();
         let mut part_vals = Vec::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
         let mut inst_part = Vec::with_capacity(n);
         for i in 0..n {
             let vals = &inst_vals[i * k..(i + 1) * k];
@@ -361,7 +380,9 @@ impl ClusterState {
             let p = *parts.entry(vals).or_insert(next);
             if p == next {
                 part_vals.push(vals.to_vec());
+                members.push(Vec::new());
             }
+            members[p as usize].push(i as u32);
             inst_part.push(p);
         }
         let values = ids.iter().map(FastMap::len).collect();
@@ -370,6 +391,7 @@ impl ClusterState {
             inst_vals,
             inst_part,
             part_vals,
+            members,
             values,
         });
         if self.partitions.len() >= MAX_CACHED {
@@ -380,10 +402,13 @@ impl ClusterState {
     }
 }
 
-fn charge(live: &mut Live, task: &PlacedTask, group: u32) {
+/// Charges `task` to `live`; true when it is the instance's first task of `group`.
+fn charge(live: &mut Live, task: &PlacedTask, group: u32) -> bool {
     live.cpu -= i64::from(task.cpu);
     live.memory -= i64::from(task.memory);
     live.ports.extend(task.host_ports.iter().copied());
-    *live.groups.entry(group).or_insert(0) += 1;
+    let n = live.groups.entry(group).or_insert(0);
+    *n += 1;
     live.tasks += 1;
+    *n == 1
 }

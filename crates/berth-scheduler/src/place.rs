@@ -17,6 +17,15 @@
 //!   re-check and re-push just the chosen instance; its old heap entry goes stale (a
 //!   generation number per instance tells) and is dropped when it reaches the top.
 //!
+//! Calls placing one or two tasks (RunTask's common case, the service controller's
+//! replacements) skip the heaps: each task is one pass that never builds anything per
+//! instance. Partitions are visited in the order of their spread counts and a whole
+//! partition is skipped when its counts already order after the best so far; inside
+//! one, an instance is first tested on dense data (cached memberOf masks, remaining
+//! CPU and memory), then its key is compared a position at a time (most lose on the
+//! first), and only a would-be best gets the full check. The spread counts come from
+//! a per-group list of the instances running the group, not from a pass.
+//!
 //! Ties left after all strategies are broken by fewest tasks of the request's group on
 //! the instance, then by a per-instance rank drawn from the seed. An explicit `random`
 //! strategy instead draws uniformly among the tied instances (O(ties) per task).
@@ -127,7 +136,7 @@ pub fn place(
     let mut plan = Plan::new(state, req, strategies, constraints, seed, count);
     let mut out = Placement::default();
     for _ in 0..count {
-        match plan.pick() {
+        match plan.pick(state) {
             Some(i) => {
                 plan.commit(state, i);
                 out.placed.push(state.instances[i].id.clone());
@@ -142,8 +151,9 @@ pub fn place(
 }
 
 const KEY_LEN: usize = MAX_STRATEGIES + 2;
-/// Calls placing at most this many tasks scan instead of building heaps.
-const SCAN_MAX_COUNT: u32 = 2;
+/// Calls placing at most this many tasks pick each one in a pass over the instances
+/// instead of building heaps.
+const DIRECT_MAX_COUNT: u32 = 2;
 /// An instance's sort key: one entry per strategy, then group count, then seeded rank.
 type Key = [i64; KEY_LEN];
 type Entry = (Key, u32, u32);
@@ -218,10 +228,11 @@ struct Plan<'r> {
     parts: Arc<Partitions>,
     /// Per partition, a min-heap of (key, instance, generation).
     heaps: Vec<BinaryHeap<Reverse<Entry>>>,
-    /// For calls placing few tasks: unordered entries scanned per task instead of heaps
-    /// (a scan costs less than building a heap when it happens once or twice).
-    scan: Option<Vec<Vec<Entry>>>,
-    /// Per instance, the generation of its one live heap entry (bumped on every change).
+    /// For calls placing few tasks: each task is picked in one pass over the instances,
+    /// reading their live state (cheaper than building entries or heaps for one or two).
+    direct: bool,
+    /// Per instance, the generation of its one live heap entry (bumped on every change;
+    /// empty when `direct`).
     inst_gen: Vec<u32>,
 }
 
@@ -274,7 +285,20 @@ impl<'r> Plan<'r> {
         let n = state.instances.len();
         let k = attr_names.len();
         let mut counts: Vec<Vec<i64>> = parts.values.iter().map(|&v| vec![0; v]).collect();
-        let mut entries: Vec<Vec<Reverse<Entry>>> = vec![Vec::new(); parts.part_vals.len()];
+        // Spread counts over ACTIVE instances, from the instances that run the group.
+        if k > 0 {
+            for &i in state.group_members(group) {
+                let i = i as usize;
+                if state.instances[i].status == InstanceStatus::Draining {
+                    continue;
+                }
+                let group_tasks = i64::from(state.live[i].group_count(group));
+                for (s, c) in counts.iter_mut().enumerate() {
+                    c[parts.inst_vals[i * k + s] as usize] += group_tasks;
+                }
+            }
+        }
+        let direct = count <= DIRECT_MAX_COUNT && !random;
         let mut plan = Plan {
             req,
             group,
@@ -287,35 +311,22 @@ impl<'r> Plan<'r> {
             counts: Vec::new(),
             parts: Arc::clone(&parts),
             heaps: Vec::new(),
-            scan: None,
-            inst_gen: vec![0; n],
+            direct,
+            inst_gen: Vec::new(),
         };
+        plan.counts = counts;
+        if direct {
+            return plan;
+        }
+        plan.inst_gen = vec![0; n];
+        let mut entries: Vec<Vec<Reverse<Entry>>> = vec![Vec::new(); parts.part_vals.len()];
         for i in 0..n {
-            if state.instances[i].status == InstanceStatus::Draining {
-                continue;
-            }
-            let group_tasks = i64::from(state.live[i].group_count(group));
-            if group_tasks > 0 {
-                for (s, c) in counts.iter_mut().enumerate() {
-                    c[parts.inst_vals[i * k + s] as usize] += group_tasks;
-                }
-            }
             if plan.check(state, i).is_ok() {
                 let p = parts.inst_part[i] as usize;
                 entries[p].push(Reverse((plan.key(state, i), i as u32, 0)));
             }
         }
-        plan.counts = counts;
-        if count <= SCAN_MAX_COUNT && !plan.random {
-            plan.scan = Some(
-                entries
-                    .into_iter()
-                    .map(|v| v.into_iter().map(|Reverse(e)| e).collect())
-                    .collect(),
-            );
-        } else {
-            plan.heaps = entries.into_iter().map(BinaryHeap::from).collect();
-        }
+        plan.heaps = entries.into_iter().map(BinaryHeap::from).collect();
         plan
     }
 
@@ -354,6 +365,19 @@ impl<'r> Plan<'r> {
         Ok(())
     }
 
+    /// True when instance `i` surely cannot take the task, from the data that is cheap
+    /// to read per instance (cached memberOf masks, remaining CPU and memory); false
+    /// says nothing: [`Plan::check`] decides.
+    fn quick_reject(&self, state: &ClusterState, i: usize) -> bool {
+        let live = &state.live[i];
+        live.cpu < i64::from(self.req.cpu)
+            || live.memory < i64::from(self.req.memory)
+            || self
+                .members
+                .iter()
+                .any(|m| matches!(m, Member::Static(_, _, mask) if !mask[i]))
+    }
+
     fn key(&self, state: &ClusterState, i: usize) -> Key {
         let live = &state.live[i];
         let group = i64::from(live.group_count(self.group));
@@ -381,16 +405,52 @@ impl<'r> Plan<'r> {
         key
     }
 
+    /// Instance `i`'s full key (partition spread counts filled in) when (key, `i`)
+    /// orders before `than`; None otherwise. Computes the key a position at a time and
+    /// stops at the first that orders after `than`, so most instances cost a field
+    /// read or two (no group lookup, no rank hash).
+    fn full_key_before(&self, state: &ClusterState, i: usize, than: &(Key, u32)) -> Option<Key> {
+        let (best, best_i) = than;
+        let live = &state.live[i];
+        let part = self.parts.inst_part[i] as usize;
+        let n = self.slots.len();
+        let mut key = [0; KEY_LEN];
+        let mut group: Option<i64> = None;
+        let mut group_count =
+            || *group.get_or_insert_with(|| i64::from(live.group_count(self.group)));
+        for pos in 0..n + 2 {
+            key[pos] = match self.slots.get(pos) {
+                Some(Slot::Binpack(BinpackField::Cpu)) => live.cpu,
+                Some(Slot::Binpack(BinpackField::Memory)) => live.memory,
+                Some(Slot::SpreadInstance) => group_count(),
+                Some(Slot::SpreadAttr(k)) => {
+                    self.counts[*k][self.parts.part_vals[part][*k] as usize]
+                }
+                None if pos == n => group_count(),
+                None => (mix(self.seed ^ mix(i as u64)) >> 1) as i64,
+            };
+            match key[pos].cmp(&best[pos]) {
+                std::cmp::Ordering::Less => {
+                    return Some(self.full(self.key(state, i), part));
+                }
+                std::cmp::Ordering::Greater => return None,
+                std::cmp::Ordering::Equal => {}
+            }
+        }
+        ((i as u32) < *best_i).then_some(key)
+    }
+
     /// Re-checks instance `i` (its state just changed) and re-pushes it if eligible.
     fn refresh(&mut self, state: &ClusterState, i: usize) {
+        if self.direct {
+            // The next pass reads the instance's new state.
+            return;
+        }
         let p = self.parts.inst_part[i];
         self.inst_gen[i] = self.inst_gen[i].wrapping_add(1);
         if self.check(state, i).is_ok() {
             let entry = (self.key(state, i), i as u32, self.inst_gen[i]);
-            match &mut self.scan {
-                Some(scan) => scan[p as usize].push(entry),
-                None => self.heaps[p as usize].push(Reverse(entry)),
-            }
+            self.heaps[p as usize].push(Reverse(entry));
         }
     }
 
@@ -398,20 +458,42 @@ impl<'r> Plan<'r> {
         self.inst_gen[i as usize] == gen
     }
 
-    fn pick(&mut self) -> Option<usize> {
+    fn pick(&mut self, state: &ClusterState) -> Option<usize> {
         let mut best: Option<(Key, u32)> = None;
-        if let Some(scan) = &self.scan {
-            for (p, entries) in scan.iter().enumerate() {
-                let mut top: Option<&Entry> = None;
-                for e in entries {
-                    if self.live(e) && top.is_none_or(|t| (e.0, e.1) < (t.0, t.1)) {
-                        top = Some(e);
-                    }
+        if self.direct {
+            // The same order as the heaps: (full key, instance index), smallest first.
+            // Partitions in the order of their leading spread counts (the key positions
+            // that are the same for all their instances); a partition whose counts
+            // already order after the best so far holds nothing better, nor do the rest.
+            let lead = self
+                .slots
+                .iter()
+                .take_while(|s| matches!(s, Slot::SpreadAttr(_)))
+                .count();
+            let mut parts: Vec<(Key, usize)> = (0..self.parts.members.len())
+                .map(|p| (self.full([0; KEY_LEN], p), p))
+                .collect();
+            parts.sort_unstable_by(|a, b| a.0[..lead].cmp(&b.0[..lead]));
+            for (prefix, p) in parts {
+                if best.is_some_and(|(b, _)| prefix[..lead] > b[..lead]) {
+                    break;
                 }
-                if let Some(&(k, i, _)) = top {
-                    let f = self.full(k, p);
-                    if best.is_none_or(|b| (f, i) < b) {
-                        best = Some((f, i));
+                // Dense checks first (cached memberOf masks, resources), then the
+                // ordering (most instances lose there), then the full check.
+                for &i in &self.parts.members[p] {
+                    let i = i as usize;
+                    if self.quick_reject(state, i) {
+                        continue;
+                    }
+                    let f = match &best {
+                        Some(b) => match self.full_key_before(state, i, b) {
+                            Some(f) => f,
+                            None => continue,
+                        },
+                        None => self.full(self.key(state, i), p),
+                    };
+                    if self.check(state, i).is_ok() {
+                        best = Some((f, i as u32));
                     }
                 }
             }

@@ -276,9 +276,9 @@ fn random_breaks_only_the_remaining_ties() {
     assert_eq!(seen, ["i-4", "i-5"].map(String::from).into_iter().collect());
 }
 
-/// Small calls (scanned) choose exactly what large calls (heaps) choose.
+/// Small calls (one pass per task) choose exactly what large calls (heaps) choose.
 #[test]
-fn scan_and_heap_paths_agree() {
+fn direct_and_heap_paths_agree() {
     let chains: [&[PlacementStrategy]; 4] = [
         &[
             PlacementStrategy::spread_zones(),
@@ -288,23 +288,32 @@ fn scan_and_heap_paths_agree() {
         &[PlacementStrategy::Spread(SpreadField::InstanceId)],
         &[],
     ];
+    // The direct path tests memberOf masks and resources before the full check.
+    let member_of = [member("ec2InstanceId != i-1")];
+    let constraint_sets: [&[PlacementConstraint]; 2] = [&[], &member_of];
     for (n, chain) in chains.iter().enumerate() {
-        for seed in 0..10 {
-            let cluster = Cluster::new()
-                .instances(7)
-                .zones(["a", "b", "c"])
-                .with(2, |i| i.registered.memory_mib = 700)
-                .with(5, |i| i.registered.cpu_units = 300);
-            let req = TaskRequest::new("web", 100, 300).for_service("web");
-            let mut small = cluster.build();
-            let mut one_by_one = Vec::new();
-            for _ in 0..4 {
-                one_by_one.extend(place(&mut small, &req, 1, chain, &[], seed).placed);
+        for constraints in constraint_sets {
+            for seed in 0..10 {
+                let cluster = Cluster::new()
+                    .instances(7)
+                    .zones(["a", "b", "c"])
+                    .with(2, |i| i.registered.memory_mib = 700)
+                    .with(5, |i| i.registered.cpu_units = 300)
+                    .with(6, |i| i.connected = false);
+                let req = TaskRequest::new("web", 100, 300).for_service("web");
+                let mut small = cluster.build();
+                let mut one_by_one = Vec::new();
+                for _ in 0..6 {
+                    one_by_one.extend(place(&mut small, &req, 1, chain, constraints, seed).placed);
+                }
+                let mut large = cluster.build();
+                let mut batched = place(&mut large, &req, 5, chain, constraints, seed).placed;
+                batched.extend(place(&mut large, &req, 1, chain, constraints, seed).placed);
+                assert_eq!(
+                    one_by_one, batched,
+                    "chain {n}, {constraints:?}, seed {seed}"
+                );
             }
-            let mut large = cluster.build();
-            let mut batched = place(&mut large, &req, 3, chain, &[], seed).placed;
-            batched.extend(place(&mut large, &req, 1, chain, &[], seed).placed);
-            assert_eq!(one_by_one, batched, "chain {n}, seed {seed}");
         }
     }
 }
