@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the integration suite (tests/) needs on a fresh Debian 12, as root:
-# Debian's docker.io, skopeo, busybox-static and curl, and a Python venv with the real
-# aws CLI, boto3, pytest and requests. Idempotent: installs only what is missing.
+# Debian's docker.io, skopeo, busybox-static, curl and etcd-server (the tests start
+# private etcd processes on their own ports; the package's systemd unit, where it runs,
+# is never used), and a Python venv with the real aws CLI, boto3, pytest and
+# requests. Idempotent: installs only what is missing.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$repo_root/.venv}"
 
-apt_packages=(docker.io skopeo busybox-static curl ca-certificates python3-venv runc iproute2)
+apt_packages=(docker.io skopeo busybox-static curl ca-certificates python3-venv runc iproute2 etcd-server)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then

@@ -19,5 +19,7 @@ pub mod identity;
 pub mod images;
 pub mod logs;
 pub mod server;
+pub mod store;
 
 pub use server::{open_registry, run, serve, App, ServerConfig, ServerError};
+pub use store::{StoreConfig, StoreError};

@@ -20,10 +20,11 @@ use tracing::Instrument;
 use berth_ecr::Ecr;
 use berth_ecs::Ecs;
 use berth_registry::{Body, Registry};
-use berth_state::{Embedded, Store};
+use berth_state::Store;
 
 use crate::aws::{self, AwsError, Service};
 use crate::identity::Identities;
+use crate::store::StoreConfig;
 
 /// Largest AWS API request body (ECR's PutImage carries at most a 4 MiB manifest,
 /// JSON-escaped).
@@ -34,8 +35,10 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 15 * 60;
 /// How the server is run.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Where everything berth stores lives.
+    /// Where everything berth stores lives (with etcd: all but the control-plane state).
     pub data_dir: PathBuf,
+    /// Where control-plane state lives: embedded in `data_dir/state`, or etcd.
+    pub store: StoreConfig,
     /// Seconds between lifecycle-policy runs.
     pub lifecycle_interval_secs: u64,
     /// Seconds between garbage collections (0: never in the background).
@@ -54,8 +57,8 @@ pub struct ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open state in {0}")]
-    State(String, #[source] berth_state::StateError),
+    #[error("cannot open the state store")]
+    State(#[from] crate::store::StoreError),
     #[error("cannot open registry storage in {0}")]
     Registry(String, #[source] berth_registry::RegistryError),
     #[error("cannot set up identities")]
@@ -104,13 +107,16 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens the state store and the registry in `data_dir` (shared by the server and `berth gc`).
-pub fn open_registry(data_dir: &Path) -> Result<(Arc<dyn Store>, Arc<Registry>), ServerError> {
-    let state_dir = data_dir.join("state");
-    let store: Arc<dyn Store> = Arc::new(
-        Embedded::open(&state_dir)
-            .map_err(|e| ServerError::State(state_dir.display().to_string(), e))?,
-    );
+/// Opens the state store and the registry in `data_dir` (shared by the server and
+/// `berth gc`), after checking the directory was served with this store.
+pub fn open_registry(
+    data_dir: &Path,
+    store: &StoreConfig,
+) -> Result<(Arc<dyn Store>, Arc<Registry>), ServerError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| crate::store::StoreError::Marker(data_dir.display().to_string(), e))?;
+    store.claim(data_dir)?;
+    let store: Arc<dyn Store> = store.open()?;
     let reg_dir = data_dir.join("registry");
     let registry = Arc::new(
         Registry::open(&reg_dir, store.clone())
@@ -121,7 +127,7 @@ pub fn open_registry(data_dir: &Path) -> Result<(Arc<dyn Store>, Arc<Registry>),
 
 impl App {
     pub fn open(config: &ServerConfig) -> Result<Arc<App>, ServerError> {
-        let (store, registry) = open_registry(&config.data_dir)?;
+        let (store, registry) = open_registry(&config.data_dir, &config.store)?;
         let identities = Identities::open(
             store.clone(),
             &config.data_dir.join("credentials"),

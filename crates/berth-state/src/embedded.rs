@@ -261,6 +261,20 @@ impl Embedded {
         self.lock().history.compact_rev
     }
 
+    /// Test hook: forgets the watch history at and below `rev`, as a compaction of
+    /// etcd's history would.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn forget_history_through(&self, rev: Revision) {
+        let mut inner = self.lock();
+        let h = &mut inner.history;
+        while h.revs.front().is_some_and(|(r, _)| *r <= rev) {
+            if let Some((_, events)) = h.revs.pop_front() {
+                h.bytes -= events.iter().map(|e| e.size()).sum::<usize>();
+            }
+        }
+        h.compact_rev = h.compact_rev.max(rev);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the map half-applied: `apply`
         // runs only after the log append succeeded, and it does not panic.

@@ -1,5 +1,5 @@
 //! Control-plane state: one revisioned key-value interface (the etcd model) and its
-//! embedded engine.
+//! two engines, embedded and etcd.
 //!
 //! Every component keeps its durable records here and nowhere else. Keys are
 //! `/`-separated paths; values are JSON documents. Each committed transaction bumps
@@ -34,21 +34,32 @@
 //! store.put("tasks/b", "{}".into()).unwrap();
 //! match watch.recv() {
 //!     Ok(event) => assert_eq!((event.key.as_str(), event.revision), ("tasks/b", 2)),
-//!     Err(WatchEnd::Compacted { .. } | WatchEnd::Lagged { .. }) => { /* list again */ }
+//!     Err(WatchEnd::Compacted { .. } | WatchEnd::Lagged { .. } | WatchEnd::Disconnected { .. }) => {
+//!         /* list again */
+//!     }
 //!     Err(WatchEnd::Closed) => {}
 //! }
 //! ```
 //!
-//! The boundary: no component above this crate touches the files it writes. etcd
-//! becomes a second implementation of [`Store`] when berth runs more than one
-//! control-plane machine.
+//! The second engine, [`Etcd`], keeps the same interface in an etcd cluster (through
+//! etcd's v3 JSON gateway) for more than one control-plane machine. Both pass the same
+//! behavioural tests (`conformance`, behind the `test-util` feature).
+//!
+//! The boundary: no component above this crate touches the files it writes or the
+//! etcd keys it owns.
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
 mod embedded;
+mod etcd;
 mod watch;
 
 pub use embedded::{
     Embedded, Options, COMPACT_LOG_BYTES, HISTORY_BYTES, HISTORY_REVISIONS, WATCH_BUFFER_EVENTS,
+};
+pub use etcd::{
+    Etcd, EtcdOptions, ETCD_NAMESPACE, ETCD_PAGE_KEYS, ETCD_REQUEST_TIMEOUT, ETCD_RETRY_FOR,
 };
 pub use watch::{EventKind, Watch, WatchEnd, WatchEvent};
 
@@ -133,6 +144,17 @@ pub enum StateError {
          restart berth to recover from the log"
     )]
     Poisoned { path: String },
+    /// No answer from etcd (connection refused, broken, timed out); for a write, its
+    /// outcome is unknown unless the connection could not be made at all.
+    #[error("etcd at {endpoint} is unreachable: {reason}")]
+    EtcdUnreachable { endpoint: String, reason: String },
+    /// etcd answered with an error (e.g. a transaction over its `--max-txn-ops`).
+    #[error("etcd at {endpoint} answered {status}: {message}")]
+    EtcdRefused {
+        endpoint: String,
+        status: u16,
+        message: String,
+    },
 }
 
 /// The store interface every component uses.

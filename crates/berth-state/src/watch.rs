@@ -69,6 +69,10 @@ pub enum WatchEnd {
          events behind; re-list and watch again"
     )]
     Lagged { revision: Revision, capacity: usize },
+    /// The engine lost its server (etcd) and could not reach it again in time; the
+    /// events up to and including `revision` were delivered.
+    #[error("watch ended after revision {revision}: {reason}; re-list and watch again")]
+    Disconnected { revision: Revision, reason: String },
     /// The store was closed.
     #[error("watch closed: the state store was closed")]
     Closed,
@@ -82,9 +86,14 @@ struct Slot {
     dropped: bool,
 }
 
+/// Run once when the reader drops its [`Watch`] (an engine's way to stop the work
+/// that feeds it, e.g. close the connection an etcd watch streams over).
+type OnDrop = Box<dyn FnOnce() + Send>;
+
 struct Shared {
     slot: Mutex<Slot>,
     ready: Condvar,
+    on_drop: Mutex<Option<OnDrop>>,
 }
 
 impl Shared {
@@ -125,6 +134,7 @@ pub(crate) fn channel(prefix: &str, capacity: usize) -> (WatchSender, Watch) {
             dropped: false,
         }),
         ready: Condvar::new(),
+        on_drop: Mutex::new(None),
     });
     (
         WatchSender {
@@ -171,6 +181,21 @@ impl WatchSender {
         slot.queue.extend(matching.cloned());
         wake(&mut slot, &self.shared);
         true
+    }
+
+    /// Runs `f` when the reader drops its [`Watch`] (at once if it already has).
+    pub(crate) fn on_drop(&self, f: impl FnOnce() + Send + 'static) {
+        let mut hook = self
+            .shared
+            .on_drop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.shared.lock().dropped {
+            drop(hook);
+            f();
+            return;
+        }
+        *hook = Some(Box::new(f));
     }
 
     /// False once the reader dropped the watch or it ended.
@@ -262,8 +287,20 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut slot = self.shared.lock();
-        slot.dropped = true;
-        slot.queue.clear();
+        {
+            let mut hook = self
+                .shared
+                .on_drop
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut slot = self.shared.lock();
+            slot.dropped = true;
+            slot.queue.clear();
+            drop(slot);
+            if let Some(f) = hook.take() {
+                drop(hook);
+                f();
+            }
+        }
     }
 }

@@ -4,46 +4,82 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::conformance::{self, del, put, Harness, Subject};
 
-fn put(k: &str, v: &str) -> Op {
-    Op::Put {
-        key: k.into(),
-        value: v.into(),
+/// Fresh embedded stores in temporary directories (kept alive by the store's own
+/// directory handle until the test ends: each directory is leaked into the closure).
+struct EmbeddedHarness;
+
+impl Harness for EmbeddedHarness {
+    fn subject(&self, watch_buffer_events: usize) -> Subject {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Embedded::open_with(
+                dir.path(),
+                Options {
+                    watch_buffer_events,
+                    ..Options::default()
+                },
+            )
+            .unwrap(),
+        );
+        let weak = Arc::downgrade(&store);
+        Subject {
+            store,
+            compact: Box::new(move |rev| {
+                let _keep = &dir;
+                if let Some(s) = weak.upgrade() {
+                    s.forget_history_through(rev);
+                }
+            }),
+        }
     }
 }
 
-fn del(k: &str) -> Op {
-    Op::Delete { key: k.into() }
+/// The engine-independent behaviour (`conformance::TESTS`), one test each.
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                conformance::$name(&EmbeddedHarness);
+            }
+        )*
+        /// Every conformance test has its #[test] here.
+        #[test]
+        fn conformance_list_is_covered() {
+            let here = [$(stringify!($name)),*];
+            for (name, _) in conformance::TESTS {
+                assert!(here.contains(name), "{name} has no #[test] for the embedded engine");
+            }
+        }
+    };
 }
+
+conformance_tests!(
+    put_get_list_delete,
+    compare_and_swap,
+    txn_is_all_or_nothing,
+    same_key_twice_in_one_txn,
+    list_with_revision_is_current,
+    large_listing_is_whole_and_ordered,
+    watch_delivers_changes_under_prefix,
+    watch_replays_from_a_past_revision,
+    watch_from_compacted_history_ends,
+    list_then_watch_under_concurrent_writers,
+    slow_watcher_is_cancelled_not_waited_for,
+    dropped_watch_leaves_others_alone,
+    closing_the_store_ends_watches,
+    async_watch_wakes_on_commit,
+);
 
 fn small(compact_log_bytes: u64) -> Options {
     Options {
         compact_log_bytes,
         ..Options::default()
-    }
-}
-
-/// Drives one future to completion on this thread (no runtime needed: the watch's
-/// async receive only stores the waker).
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_secs(5));
     }
 }
 
@@ -63,30 +99,6 @@ fn reopen_replays_log() {
     assert!(s.get("b").is_none());
     let keys: Vec<_> = s.list("a/").into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, vec!["a/1", "a/2"]);
-}
-
-/// A compare on a stale revision refuses the whole transaction.
-#[test]
-fn compare_and_swap() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Embedded::open(dir.path()).unwrap();
-    let r = s.txn(&[Compare::absent("k")], vec![put("k", "1")]).unwrap();
-    assert!(matches!(
-        s.txn(&[Compare::absent("k")], vec![put("k", "2")]),
-        Err(StateError::Conflict { .. })
-    ));
-    s.txn(
-        &[Compare::at("k", r)],
-        vec![put("k", "3"), put("other", "o")],
-    )
-    .unwrap();
-    assert_eq!(s.get("k").unwrap().value, "3");
-    assert!(s
-        .txn(&[Compare::at("k", r)], vec![put("other", "x")])
-        .is_err());
-    assert_eq!(s.get("other").unwrap().value, "o");
-    // a refused transaction takes no revision
-    assert_eq!(s.revision(), 2);
 }
 
 /// A torn final log line (crash mid-append) is dropped; earlier ones are kept.
@@ -323,46 +335,6 @@ fn ev(w: &mut Watch) -> WatchEvent {
         .expect("a live watch")
 }
 
-/// A watch sees puts and deletes under its prefix, in revision order, with values and
-/// previous values; keys outside the prefix are not delivered.
-#[test]
-fn watch_delivers_changes_under_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Embedded::open(dir.path()).unwrap();
-    s.put("a/1", "old".into()).unwrap();
-    let mut w = s.watch("a/", None);
-    assert!(w.try_recv().is_none());
-    s.txn(
-        &[],
-        vec![put("a/1", "new"), put("b/1", "x"), put("a/2", "y")],
-    )
-    .unwrap();
-    s.put("b/2", "z".into()).unwrap();
-    s.txn(&[], vec![del("a/1"), del("a/missing")]).unwrap();
-    let e = ev(&mut w);
-    assert_eq!(
-        e,
-        WatchEvent {
-            revision: 2,
-            kind: EventKind::Put,
-            key: "a/1".into(),
-            value: Some("new".into()),
-            prev_value: Some("old".into()),
-        }
-    );
-    let e = ev(&mut w);
-    assert_eq!((e.revision, e.key.as_str(), e.prev_value), (2, "a/2", None));
-    let e = ev(&mut w);
-    assert_eq!(
-        (e.revision, e.kind, e.key.as_str(), e.value, e.prev_value),
-        (4, EventKind::Delete, "a/1", None, Some("new".into()))
-    );
-    assert!(
-        w.try_recv().is_none(),
-        "a delete of a missing key is no event"
-    );
-}
-
 /// A watch from a past revision replays the history first; one from before the kept
 /// history ends with `Compacted`, naming the revision to re-list from.
 #[test]
@@ -429,7 +401,7 @@ fn watch_history_survives_reopen() {
 /// A watcher that never reads does not slow writers: once its bounded queue is full
 /// it is cancelled with `Lagged` (after the events it did receive) and forgotten.
 #[test]
-fn slow_watcher_is_cancelled_not_waited_for() {
+fn lagging_watcher_is_forgotten_by_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         watch_buffer_events: 8,
@@ -475,66 +447,6 @@ fn dropped_watch_is_forgotten() {
     drop(_kept);
     let _third = s.watch("", None);
     assert_eq!(s.lock().watchers.len(), 1);
-}
-
-/// Closing the store ends its watches with `Closed`.
-#[test]
-fn closing_the_store_ends_watches() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Embedded::open(dir.path()).unwrap();
-    let mut w = s.watch("", None);
-    drop(s);
-    assert_eq!(w.recv(), Err(WatchEnd::Closed));
-}
-
-/// The async receive wakes when another thread commits.
-#[test]
-fn async_watch_wakes_on_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(Embedded::open(dir.path()).unwrap());
-    let mut w = s.watch("jobs/", None);
-    let writer = {
-        let s = s.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            s.put("jobs/1", "go".into()).unwrap();
-        })
-    };
-    let e = block_on(w.recv_async()).unwrap();
-    assert_eq!((e.key.as_str(), e.value.as_deref()), ("jobs/1", Some("go")));
-    writer.join().unwrap();
-}
-
-/// List-then-watch from the listed revision misses nothing and repeats nothing, with
-/// writers running concurrently; events arrive in strictly contiguous revision order.
-#[test]
-fn list_then_watch_under_concurrent_writers() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(Embedded::open(dir.path()).unwrap());
-    let writers: Vec<_> = (0..4)
-        .map(|t| {
-            let s = s.clone();
-            std::thread::spawn(move || {
-                for i in 0..50 {
-                    s.put(&format!("w/{t}"), i.to_string()).unwrap();
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(20));
-    let listing = s.list_with_revision("w/");
-    let mut w = s.watch("w/", Some(listing.revision));
-    for t in writers {
-        t.join().unwrap();
-    }
-    let end = s.revision();
-    let mut next = listing.revision + 1;
-    while next <= end {
-        assert_eq!(ev(&mut w).revision, next);
-        next += 1;
-    }
-    assert!(w.try_recv().is_none());
-    assert_eq!(end, 200);
 }
 
 /// A failed fsync stops the store from accepting writes (what a restart would read is

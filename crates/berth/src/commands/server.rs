@@ -15,6 +15,10 @@ pub struct Args {
     /// Directory holding all of berth's state, registry content and credentials.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// Control-plane state: etcd://HOST:PORT[,HOST:PORT][/PREFIX/] for etcd (keys under
+    /// /berth/ by default; registry blobs stay in DATA_DIR); default: embedded in DATA_DIR/state.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// Address (HOST:PORT) of the one HTTP listener (registry and AWS APIs).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
@@ -118,6 +122,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         let config = berth_api::ServerConfig {
             data_dir: a.data_dir.clone(),
+            store: berth_api::StoreConfig::from_flag(a.store.as_deref(), &a.data_dir)?,
             lifecycle_interval_secs: a.lifecycle_interval,
             gc_interval_secs: a.gc_interval,
             gc_grace_secs: a.gc_grace,
