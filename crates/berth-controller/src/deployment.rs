@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::events;
 use crate::model::{
     Deployment, DeploymentConfiguration, DeploymentStatus, DesiredStatus, HealthStatus,
-    RolloutState, ServiceEvent, ServiceSpec, ServiceState, ServiceStatus, TaskStatus, TaskView,
+    RolloutState, ServiceEvent, ServiceSpec, ServiceState, ServiceStatus, TargetHealth, TaskStatus,
+    TaskView,
 };
 
 /// Without a load balancer and without a health check, a task counts toward the minimum
@@ -226,8 +227,8 @@ fn started_ms(task: &TaskView) -> u64 {
 /// Whether `task` counts toward the minimum healthy percent at `now_ms`: RUNNING, not
 /// asked to stop, and
 /// - with a health check: HEALTHY;
-/// - behind a load balancer: also past the health check grace period since it started
-///   (berth does not see target health; the grace period stands in for it);
+/// - behind a load balancer: its targets healthy (ELB's health checks); when their
+///   health is not known, past the health check grace period since it started;
 /// - neither: 40 seconds after RUNNING ([`NO_HEALTH_CHECK_SETTLE_MS`]).
 pub fn is_healthy(spec: &ServiceSpec, task: &TaskView, now_ms: u64) -> bool {
     if task.last_status != TaskStatus::Running || task.desired_status != DesiredStatus::Running {
@@ -235,11 +236,14 @@ pub fn is_healthy(spec: &ServiceSpec, task: &TaskView, now_ms: u64) -> bool {
     }
     let started = started_ms(task);
     if spec.has_load_balancer {
-        let grace = u64::from(spec.health_check_grace_period_secs) * 1000;
-        if now_ms < started.saturating_add(grace) {
-            return false;
-        }
-        return !task.has_health_check || task.health_status == HealthStatus::Healthy;
+        let containers_ok = !task.has_health_check || task.health_status == HealthStatus::Healthy;
+        return match task.target_health {
+            Some(h) => h == TargetHealth::Healthy && containers_ok,
+            None => {
+                let grace = u64::from(spec.health_check_grace_period_secs) * 1000;
+                now_ms >= started.saturating_add(grace) && containers_ok
+            }
+        };
     }
     if task.has_health_check {
         return task.health_status == HealthStatus::Healthy;
@@ -247,13 +251,15 @@ pub fn is_healthy(spec: &ServiceSpec, task: &TaskView, now_ms: u64) -> bool {
     now_ms >= started.saturating_add(NO_HEALTH_CHECK_SETTLE_MS)
 }
 
-/// Whether `task` failed its health checks and must be replaced: RUNNING, UNHEALTHY,
-/// and past the grace period, during which ECS ignores unhealthy checks (API reference,
+/// Whether `task` failed its health checks and must be replaced: RUNNING, UNHEALTHY
+/// (its containers' checks, or its load balancer targets'), and past the grace period,
+/// during which ECS ignores unhealthy checks (API reference,
 /// `healthCheckGracePeriodSeconds`).
 pub fn is_unhealthy(spec: &ServiceSpec, task: &TaskView, now_ms: u64) -> bool {
     let grace = u64::from(spec.health_check_grace_period_secs) * 1000;
+    let failing = (task.has_health_check && task.health_status == HealthStatus::Unhealthy)
+        || (spec.has_load_balancer && task.target_health == Some(TargetHealth::Unhealthy));
     task.last_status == TaskStatus::Running
-        && task.has_health_check
-        && task.health_status == HealthStatus::Unhealthy
+        && failing
         && now_ms >= started_ms(task).saturating_add(grace)
 }

@@ -45,6 +45,6 @@ pub use deployment::{
 pub use model::{
     Action, Backoff, CircuitBreakerConfig, Deployment, DeploymentConfiguration, DeploymentStatus,
     DesiredStatus, HealthStatus, LaunchType, Reconciled, RolloutState, ServiceEvent, ServiceSpec,
-    ServiceState, ServiceStatus, TaskMemo, TaskStatus, TaskView,
+    ServiceState, ServiceStatus, TargetHealth, TaskMemo, TaskStatus, TaskView,
 };
 pub use reconcile::reconcile;

@@ -235,6 +235,21 @@ pub struct TaskView {
     /// Its container instance is DRAINING: replace it.
     #[serde(default)]
     pub on_draining_instance: bool,
+    /// Behind a load balancer: its targets' health (`None`: berth cannot see it, no
+    /// data plane; the grace period stands in for it).
+    #[serde(default)]
+    pub target_health: Option<TargetHealth>,
+}
+
+/// A task's load balancer targets, together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetHealth {
+    /// Not all checked yet (ELB's `initial`), none unhealthy.
+    Pending,
+    /// Every target healthy.
+    Healthy,
+    /// A target unhealthy.
+    Unhealthy,
 }
 
 /// ECS `Service.status`.

@@ -270,6 +270,7 @@ impl Sim {
                             stop_code: None,
                             stopped_reason: None,
                             on_draining_instance: false,
+                            target_health: None,
                         });
                     }
                 }

@@ -39,6 +39,7 @@ fn task(id: &str, deployment: &str, status: TaskStatus, created_at: u64) -> Task
         stop_code: None,
         stopped_reason: None,
         on_draining_instance: false,
+        target_health: None,
     }
 }
 
@@ -397,6 +398,37 @@ fn grace_period_delays_healthy_with_load_balancer() {
     let t = healthy("a", "d", T0);
     assert!(!is_healthy(&s, &t, T0 + 29_999));
     assert!(is_healthy(&s, &t, T0 + 30_000));
+}
+
+/// Behind a load balancer whose health is known, a task is healthy exactly when its
+/// targets are (and its containers, if checked), grace period or not; an unhealthy
+/// target gets the task replaced once the grace period is over.
+#[test]
+fn target_health_decides_behind_a_load_balancer() {
+    let mut s = spec(1);
+    s.has_load_balancer = true;
+    s.health_check_grace_period_secs = 30;
+    let mut t = healthy("a", "d", T0);
+    t.target_health = Some(TargetHealth::Healthy);
+    assert!(is_healthy(&s, &t, T0 + 1));
+    t.target_health = Some(TargetHealth::Pending);
+    assert!(!is_healthy(&s, &t, T0 + 60_000));
+    assert!(
+        !is_unhealthy(&s, &t, T0 + 60_000),
+        "initial is not unhealthy"
+    );
+    t.target_health = Some(TargetHealth::Unhealthy);
+    assert!(!is_healthy(&s, &t, T0 + 60_000));
+    assert!(!is_unhealthy(&s, &t, T0 + 29_999));
+    assert!(is_unhealthy(&s, &t, T0 + 30_000));
+    t.target_health = Some(TargetHealth::Healthy);
+    t.health_status = HealthStatus::Unknown;
+    assert!(
+        !is_healthy(&s, &t, T0 + 60_000),
+        "containers not yet healthy"
+    );
+    t.has_health_check = false;
+    assert!(is_healthy(&s, &t, T0 + 1));
 }
 
 /// Without load balancer or health check, a task counts as healthy 40 s after RUNNING.

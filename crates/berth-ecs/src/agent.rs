@@ -99,6 +99,7 @@ fn parse_task_arn(arn: &str) -> Option<(String, String)> {
 impl Ecs {
     /// Tasks assigned to `agent` that are not STOPPED yet (the agent converges to these).
     pub fn assigned_tasks(&self, agent: &str) -> Vec<AssignedTask> {
+        let t = now();
         let records: Vec<(String, TaskRecord, u64)> = match self.list("/ecs/tasks/") {
             Ok(r) => r,
             Err(e) => {
@@ -113,17 +114,23 @@ impl Ecs {
             })
             .filter_map(|(_, r, _)| {
                 let (cluster, task_id) = parse_task_arn(&r.task.task_arn)?;
+                // Its targets still drain: the containers keep serving requests in flight.
+                let draining = r.drain_until.is_some_and(|u| u > t);
                 Some(AssignedTask {
                     task_arn: r.task.task_arn.clone(),
                     task_id,
                     cluster,
-                    desired_status: r.task.desired_status.clone(),
+                    desired_status: if draining {
+                        "RUNNING".into()
+                    } else {
+                        r.task.desired_status.clone()
+                    },
                     network_mode: r.network_mode.clone(),
                     launch_type: r.task.launch_type.clone(),
                     cpu: r.task.cpu.as_deref().and_then(|c| c.parse().ok()),
                     memory: r.task.memory.as_deref().and_then(|m| m.parse().ok()),
                     version: r.task.version,
-                    stop_reason: (r.task.desired_status == "STOPPED")
+                    stop_reason: (r.task.desired_status == "STOPPED" && !draining)
                         .then(|| r.task.stopped_reason.clone())
                         .flatten(),
                     definition: r.definition,

@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod error;
 pub mod instances;
+pub mod links;
 mod ops;
 mod placement;
 mod services;

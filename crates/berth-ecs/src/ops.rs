@@ -344,6 +344,10 @@ pub(crate) struct TaskRecord {
     /// Whether an agent has reported on the task yet.
     #[serde(default)]
     pub reported: bool,
+    /// Epoch seconds until which a stopped task's targets drain (deregistration delay):
+    /// its agent is told to stop it only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_until: Option<f64>,
 }
 
 impl TaskRecord {
@@ -499,6 +503,8 @@ pub struct Ecs {
     /// cluster's instance (one machine, before container instances register).
     pub(crate) ec2_on_builtin: bool,
     pub(crate) changes: watch::Sender<u64>,
+    /// The services' load balancers and registries (set by the server).
+    pub(crate) links: std::sync::RwLock<Option<Arc<dyn crate::links::ServiceLinks>>>,
 }
 
 impl std::fmt::Debug for Ecs {
@@ -519,7 +525,18 @@ impl Ecs {
             builtin_agent,
             ec2_on_builtin: false,
             changes,
+            links: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Hands in the load balancers and service registries that services' tasks are
+    /// registered with (see [`crate::links`]).
+    pub fn set_links(&self, links: Arc<dyn crate::links::ServiceLinks>) {
+        *self.links.write().unwrap_or_else(|p| p.into_inner()) = Some(links);
+    }
+
+    pub(crate) fn links(&self) -> Option<Arc<dyn crate::links::ServiceLinks>> {
+        self.links.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Lets EC2 tasks run on the built-in agent (when it runs): the machine berth
@@ -1394,6 +1411,7 @@ impl Ecs {
                     definition: definition.clone(),
                     network_mode: network_mode.clone(),
                     reported: false,
+                    drain_until: None,
                 },
             ));
         }
@@ -1579,7 +1597,7 @@ impl Ecs {
         let cluster = self
             .task_cluster(i.cluster.as_deref())?
             .ok_or_else(not_found)?;
-        let (key, _, _) = self
+        let (key, found, _) = self
             .find_task(&cluster, &reference)?
             .ok_or_else(not_found)?;
         let reason = i
@@ -1587,6 +1605,12 @@ impl Ecs {
             .clone()
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "Task stopped by user".into());
+        // A service task behind a load balancer leaves it first (and drains).
+        let drain_until = if found.task.desired_status == "STOPPED" {
+            None
+        } else {
+            self.unlink_before_stop(&found)
+        };
         let mut changed = false;
         let rec: TaskRecord = self.update(&key, not_found, |r: &mut TaskRecord| {
             changed = false;
@@ -1594,6 +1618,9 @@ impl Ecs {
                 return Ok(false);
             }
             let t = now();
+            if r.drain_until.is_none() {
+                r.drain_until = drain_until;
+            }
             r.task.desired_status = "STOPPED".into();
             r.task.stopping_at.get_or_insert(t);
             r.task.stopped_reason.get_or_insert_with(|| reason.clone());

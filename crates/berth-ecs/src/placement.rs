@@ -316,6 +316,7 @@ mod tests {
                 {"cpu": 100, "memory": memory, "portMappings": [{"containerPort": 80, "hostPort": host_port}]}]}),
             network_mode: "bridge".into(),
             reported: false,
+            drain_until: None,
         }
     }
 

@@ -8,11 +8,13 @@
 
 use berth_controller::{
     self as ctl, Action, CircuitBreakerConfig, DeploymentConfiguration, DeploymentStatus,
-    DesiredStatus, HealthStatus, LaunchType, ServiceSpec, ServiceState, ServiceStatus, TaskStatus,
-    TaskView,
+    DesiredStatus, HealthStatus, LaunchType, ServiceSpec, ServiceState, ServiceStatus,
+    TargetHealth, TaskStatus, TaskView,
 };
 use berth_state::{Compare, Op, StateError};
 use serde::{Deserialize, Serialize};
+
+use crate::links::{LinkTask, LoadBalancerLink, RegistryLink, ServiceLinks};
 use serde_json::{json, Value};
 
 use crate::ops::{
@@ -240,7 +242,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
 
 /// The controller's view of a task; `draining`: the ARNs of the cluster's DRAINING
 /// container instances (their service tasks are replaced).
-fn task_view(t: &TaskRecord, draining: &[String]) -> TaskView {
+fn task_view(t: &TaskRecord, draining: &[String], target_health: Option<TargetHealth>) -> TaskView {
     let ms = |s: Option<f64>| s.map(|x| (x * 1000.0) as u64);
     let has_health_check = t.definition["containerDefinitions"]
         .as_array()
@@ -248,13 +250,7 @@ fn task_view(t: &TaskRecord, draining: &[String]) -> TaskView {
         .flatten()
         .any(|c| c["essential"].as_bool().unwrap_or(true) && c["healthCheck"].is_object());
     TaskView {
-        id: t
-            .task
-            .task_arn
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        id: task_id(t),
         deployment_id: t.task.started_by.clone().unwrap_or_default(),
         last_status: parse_enum(&t.task.last_status).unwrap_or(TaskStatus::Provisioning),
         desired_status: parse_enum(&t.task.desired_status).unwrap_or(DesiredStatus::Running),
@@ -266,7 +262,53 @@ fn task_view(t: &TaskRecord, draining: &[String]) -> TaskView {
         stop_code: t.task.stop_code.clone(),
         stopped_reason: t.task.stopped_reason.clone(),
         on_draining_instance: t.agent.as_ref().is_some_and(|a| draining.contains(a)),
+        target_health,
     }
+}
+
+/// The task's id (the last part of its ARN).
+fn task_id(t: &TaskRecord) -> String {
+    t.task
+        .task_arn
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The task's private address (awsvpc), once an agent reported it.
+pub(crate) fn task_address(t: &TaskRecord) -> Option<String> {
+    t.task
+        .containers
+        .iter()
+        .find_map(|c| c.network_interfaces.first())
+        .and_then(|n| n["privateIpv4Address"].as_str())
+        .map(String::from)
+}
+
+fn link_task(t: &TaskRecord) -> LinkTask {
+    LinkTask {
+        id: task_id(t),
+        address: task_address(t),
+        serving: t.task.last_status == "RUNNING" && t.task.desired_status == "RUNNING",
+        health: t.task.health_status.clone(),
+    }
+}
+
+fn lb_links(r: &ServiceRecord) -> Vec<(String, u16)> {
+    r.load_balancers
+        .iter()
+        .filter_map(|v| serde_json::from_value::<LoadBalancerLink>(v.clone()).ok())
+        .filter_map(|l| Some((l.target_group_arn?, l.container_port?)))
+        .collect()
+}
+
+fn registry_links(r: &ServiceRecord) -> Vec<(String, Option<u16>)> {
+    r.service_registries
+        .iter()
+        .filter_map(|v| serde_json::from_value::<RegistryLink>(v.clone()).ok())
+        .filter_map(|l| Some((l.registry_arn?, l.port.or(l.container_port))))
+        .collect()
 }
 
 impl Ecs {
@@ -333,6 +375,11 @@ impl Ecs {
                 "TaskDefinition is inactive".into(),
             ));
         }
+        self.check_links(
+            &i.load_balancers,
+            &i.service_registries,
+            &td.task_definition,
+        )?;
         let desired = i.desired_count.unwrap_or(0);
         if !(0..=10_000).contains(&desired) {
             return Err(EcsError::InvalidParameter(format!(
@@ -582,7 +629,7 @@ impl Ecs {
                 .filter(|(_, i, _)| i.status == "DRAINING")
                 .map(|(_, i, _)| i.arn)
                 .collect();
-            let tasks: Vec<TaskView> = self
+            let records: Vec<TaskRecord> = self
                 .list::<TaskRecord>(&format!("/ecs/tasks/{}/", rec.cluster))?
                 .into_iter()
                 .filter(|(_, t, _)| t.task.group == group)
@@ -591,7 +638,20 @@ impl Ecs {
                         now.saturating_sub((s * 1000.0) as u64) < STOPPED_TASK_MEMORY_MS
                     })
                 })
-                .map(|(_, t, _)| task_view(&t, &draining))
+                .map(|(_, t, _)| t)
+                .collect();
+            let links = self.links();
+            if let Some(l) = &links {
+                sync_links(l.as_ref(), &rec, &records);
+            }
+            let tasks: Vec<TaskView> = records
+                .iter()
+                .map(|t| {
+                    let health = links
+                        .as_ref()
+                        .and_then(|l| targets_health(l.as_ref(), &rec, t));
+                    task_view(t, &draining, health)
+                })
                 .collect();
             let r = ctl::reconcile(&rec.spec, &rec.state, &tasks, now);
             if r.state == rec.state && r.actions.is_empty() {
@@ -726,6 +786,186 @@ impl Ecs {
                 Ok(_) => return Ok(()),
                 Err(StateError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One round of a service's links: its serving tasks registered with its target groups
+/// and registries, the others removed (errors are logged; the next round retries).
+fn sync_links(links: &dyn ServiceLinks, rec: &ServiceRecord, records: &[TaskRecord]) {
+    let lbs = lb_links(rec);
+    let regs = registry_links(rec);
+    if lbs.is_empty() && regs.is_empty() {
+        return;
+    }
+    let tasks: Vec<LinkTask> = records.iter().map(link_task).collect();
+    for (tg, port) in &lbs {
+        let registered = match links.targets(tg) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot read the target group");
+                continue;
+            }
+        };
+        let p = crate::links::plan(&tasks, *port, &registered);
+        if !p.register.is_empty() {
+            if let Err(e) = links.register_targets(tg, &p.register) {
+                tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot register targets");
+            }
+        }
+        if !p.deregister.is_empty() {
+            if let Err(e) = links.deregister_targets(tg, &p.deregister) {
+                tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot deregister targets");
+            }
+        }
+    }
+    for (registry, port) in &regs {
+        let registered = match links.instances(registry) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot read the registry");
+                continue;
+            }
+        };
+        let (put, gone) = crate::links::plan_instances(&tasks, &registered);
+        for (id, addr, healthy) in put {
+            if let Err(e) = links.register_instance(registry, &id, &addr, *port, healthy) {
+                tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot register an instance");
+            }
+        }
+        for id in gone {
+            if let Err(e) = links.deregister_instance(registry, &id) {
+                tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot deregister an instance");
+            }
+        }
+    }
+}
+
+/// A service task's target health across the service's target groups: healthy when
+/// every target is, unhealthy when one is, pending otherwise (`None`: no load balancer,
+/// or no address yet).
+fn targets_health(
+    links: &dyn ServiceLinks,
+    rec: &ServiceRecord,
+    t: &TaskRecord,
+) -> Option<TargetHealth> {
+    let lbs = lb_links(rec);
+    if lbs.is_empty() {
+        return None;
+    }
+    let addr = task_address(t)?;
+    let mut all = TargetHealth::Healthy;
+    for (tg, port) in &lbs {
+        match links.target_health(tg, &addr, *port) {
+            Some(true) => {}
+            Some(false) => return Some(TargetHealth::Unhealthy),
+            None => all = TargetHealth::Pending,
+        }
+    }
+    Some(all)
+}
+
+impl Ecs {
+    /// Before a service task is stopped: leaves its registries at once and its target
+    /// groups with their deregistration delay; returns until when its targets drain (the
+    /// agent stops its containers only then), `None` when nothing drains.
+    pub(crate) fn unlink_before_stop(&self, t: &TaskRecord) -> Option<f64> {
+        let links = self.links()?;
+        let name = t.task.group.strip_prefix("service:")?;
+        let cluster = t.task.cluster_arn.rsplit('/').next()?;
+        let (rec, _) = self
+            .get::<ServiceRecord>(&service_key(cluster, name))
+            .ok()
+            .flatten()?;
+        let id = t.task.task_arn.rsplit('/').next().unwrap_or_default();
+        for (registry, _) in registry_links(&rec) {
+            if let Err(e) = links.deregister_instance(&registry, id) {
+                tracing::warn!(service = %name, %registry, error = %e, "cannot deregister an instance");
+            }
+        }
+        let addr = task_address(t)?;
+        if t.task.last_status != "RUNNING" {
+            return None;
+        }
+        let mut delay = 0u32;
+        for (tg, port) in lb_links(&rec) {
+            match links.deregister_targets(&tg, &[(addr.clone(), port)]) {
+                Ok(()) => {
+                    let d = links.target_group(&tg).map(|i| i.deregistration_delay_secs);
+                    delay = delay.max(d.unwrap_or(0));
+                }
+                Err(e) => {
+                    tracing::warn!(service = %name, target_group = %tg, error = %e, "cannot deregister a target")
+                }
+            }
+        }
+        (delay > 0).then(|| crate::ops::now() + f64::from(delay))
+    }
+
+    /// CreateService's checks of `loadBalancers` and `serviceRegistries` against the
+    /// task definition and (when the server has them) the load balancers and registries.
+    pub(crate) fn check_links(
+        &self,
+        load_balancers: &[Value],
+        registries: &[Value],
+        definition: &Value,
+    ) -> Result<(), EcsError> {
+        let bad = |m: String| EcsError::InvalidParameter(m);
+        let links = self.links();
+        let network_mode = definition["networkMode"].as_str().unwrap_or("bridge");
+        for v in load_balancers {
+            let l: LoadBalancerLink = serde_json::from_value(v.clone())
+                .map_err(|e| bad(format!("loadBalancers: {e}")))?;
+            if l.load_balancer_name.is_some() && l.target_group_arn.is_none() {
+                return Err(bad("berth has Application Load Balancers only: give targetGroupArn, not loadBalancerName.".into()));
+            }
+            let tg = l
+                .target_group_arn
+                .ok_or_else(|| bad("loadBalancers: targetGroupArn is required.".into()))?;
+            let (Some(name), Some(port)) = (l.container_name, l.container_port) else {
+                return Err(bad(
+                    "loadBalancers: containerName and containerPort are required.".into(),
+                ));
+            };
+            if !crate::links::container_maps_port(definition, &name, port) {
+                return Err(bad(format!(
+                    "The container {name} did not have a container port {port} defined."
+                )));
+            }
+            if network_mode != "awsvpc" {
+                return Err(bad(format!(
+                    "berth registers awsvpc tasks with target groups (target type ip); the task definition uses network mode {network_mode}."
+                )));
+            }
+            if let Some(links) = &links {
+                let info = links
+                    .target_group(&tg)
+                    .map_err(|e| bad(format!("Target group {tg}: {e}")))?;
+                if !info.has_load_balancer {
+                    return Err(bad(format!(
+                        "The target group with targetGroupArn {tg} does not have an associated load balancer."
+                    )));
+                }
+                if info.target_type != "ip" {
+                    return Err(bad(format!(
+                        "The provided target group {tg} has target type {}, which is incompatible with the awsvpc network mode specified in the task definition.",
+                        info.target_type
+                    )));
+                }
+            }
+        }
+        for v in registries {
+            let r: RegistryLink = serde_json::from_value(v.clone())
+                .map_err(|e| bad(format!("serviceRegistries: {e}")))?;
+            let arn = r
+                .registry_arn
+                .ok_or_else(|| bad("serviceRegistries: registryArn is required.".into()))?;
+            if let Some(links) = &links {
+                links
+                    .registry(&arn)
+                    .map_err(|e| bad(format!("Service registry {arn}: {e}")))?;
             }
         }
         Ok(())
