@@ -45,6 +45,9 @@ pub struct AgentConfig {
     /// test host's namespace, so that tasks on other hosts reach its tasks); off for
     /// the built-in agent.
     pub forwarding: bool,
+    /// The server's DNS (Cloud Map namespaces): tasks resolve through a forwarder on the
+    /// gateway ([`crate::dns`]) that asks it.
+    pub dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// Errors starting the agent.

@@ -14,6 +14,7 @@ pub mod agent;
 pub mod cleanup;
 pub mod containers;
 pub mod control;
+pub mod dns;
 pub mod health;
 pub mod join;
 pub mod metadata;

@@ -679,7 +679,8 @@ impl Worker {
         };
         write("hosts", &hosts)?;
         write("hostname", &format!("{hostname}\n"))?;
-        write("resolv.conf", &resolv_conf())?;
+        let dns = self.ctx.config.dns_upstream.map(|_| self.ctx.gateway());
+        write("resolv.conf", &resolv_conf(dns))?;
         Ok(())
     }
 
@@ -1183,11 +1184,15 @@ pub fn shim_alive(dir: &Path) -> bool {
     shim_pid(dir).is_some()
 }
 
-/// The task's resolv.conf: the host's name servers that a task can reach (loopback
-/// resolvers of the host are not reachable from a task's namespace).
-fn resolv_conf() -> String {
+/// The task's resolv.conf: the node's forwarder to the server's DNS first (when there
+/// is one), then the host's name servers that a task can reach (loopback resolvers of
+/// the host are not reachable from a task's namespace).
+fn resolv_conf(forwarder: Option<std::net::Ipv4Addr>) -> String {
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let mut out = String::new();
+    if let Some(gw) = forwarder {
+        out.push_str(&format!("nameserver {gw}\n"));
+    }
     for l in host.lines() {
         let l = l.trim();
         if let Some(ns) = l.strip_prefix("nameserver") {

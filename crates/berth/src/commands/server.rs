@@ -105,6 +105,7 @@ impl NodeArgs {
             metadata_port: self.metadata_port,
             availability_zone: self.zone.clone(),
             forwarding: false,
+            dns_upstream: None,
         })
     }
 }
