@@ -8,3 +8,5 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod health;
+pub mod rules;
