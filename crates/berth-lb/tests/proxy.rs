@@ -188,7 +188,7 @@ async fn forwarded_headers() {
     let b = Backend::start("b").await;
     let port = free_port();
     let dp = data_plane();
-    dp.apply(one_backend(port, &b)).unwrap();
+    dp.apply(behind(port, &[&b])).unwrap();
     let c = client();
     let r = send(
         &c,
@@ -342,7 +342,7 @@ async fn http2_prior_knowledge() {
     let b = Backend::start("b").await;
     let port = free_port();
     let dp = data_plane();
-    dp.apply(one_backend(port, &b)).unwrap();
+    dp.apply(behind(port, &[&b])).unwrap();
     let h2: TestClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -367,7 +367,7 @@ async fn upgrade_echo() {
     let b = Backend::start("b").await;
     let port = free_port();
     let dp = data_plane();
-    dp.apply(one_backend(port, &b)).unwrap();
+    dp.apply(behind(port, &[&b])).unwrap();
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();

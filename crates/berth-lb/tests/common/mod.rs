@@ -229,13 +229,14 @@ pub fn config(port: u16, idle_secs: u32, rules: Vec<Rule>, groups: Vec<TargetGro
     }
 }
 
-/// Everything on `port` forwarded to `backend` (group `tg`).
-pub fn one_backend(port: u16, backend: &Backend) -> LbConfig {
+/// Everything on `port` forwarded to the backends (group `tg`).
+pub fn behind(port: u16, backends: &[&Backend]) -> LbConfig {
+    let targets = backends.iter().map(|b| b.target()).collect();
     config(
         port,
         60,
         vec![default_rule(forward("tg"))],
-        vec![group("tg", vec![backend.target()])],
+        vec![group("tg", targets)],
     )
 }
 
