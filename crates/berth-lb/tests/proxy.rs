@@ -429,3 +429,49 @@ async fn sticky_sessions() {
     }
     dp.shutdown();
 }
+
+/// shutdown() outside an async context stops the listeners and frees their ports.
+#[test]
+fn shutdown_outside_a_runtime_frees_ports() {
+    let port = free_port();
+    let dp = data_plane();
+    dp.apply(config(
+        port,
+        60,
+        vec![default_rule(fixed(200, "x"))],
+        vec![],
+    ))
+    .unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    dp.shutdown();
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+}
+
+/// apply() reports a listener it cannot bind and an HTTPS listener, and applies the rest.
+#[tokio::test]
+async fn apply_reports_what_it_cannot_do() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let ok = free_port();
+    let dp = data_plane();
+    let mut cfg = config(busy, 60, vec![default_rule(fixed(200, "x"))], vec![]);
+    let mut second = cfg.load_balancers[0].listeners[0].clone();
+    second.port = ok;
+    let mut https = second.clone();
+    https.port = free_port();
+    https.protocol = berth_lb::config::Protocol::Https;
+    cfg.load_balancers[0].listeners.extend([second, https]);
+    let errors = dp.apply(cfg).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        matches!(errors[0], berth_lb::ApplyError::Https { .. }),
+        "{errors:?}"
+    );
+    assert!(
+        matches!(errors[1], berth_lb::ApplyError::Bind { .. }),
+        "{errors:?}"
+    );
+    assert_eq!(dp.listening_ports(), vec![ok]);
+    assert_eq!(get(&client(), ok, "/").await.body, "x");
+    dp.shutdown();
+}
