@@ -1,6 +1,7 @@
-//! The AWS JSON 1.1 side of the front door: `X-Amz-Target` parsing, SigV4
-//! authentication, dispatch to the service crates and AWS-shaped errors — each
-//! rendered in exactly one place, [`AwsError::response`].
+//! The AWS side of the front door: `X-Amz-Target` parsing, SigV4 authentication,
+//! dispatch to the service crates and AWS-shaped errors — each rendered in exactly one
+//! place: [`AwsError::response`] for the JSON 1.1 services, [`AwsError::xml_response`]
+//! for ELBv2's Query protocol.
 
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -12,6 +13,8 @@ pub enum Service {
     Ecr,
     Ecs,
     Logs,
+    /// ELBv2: the Query protocol (form body, no `X-Amz-Target`), XML answers.
+    Elb,
 }
 
 impl Service {
@@ -21,6 +24,7 @@ impl Service {
             Service::Ecr => "ecr",
             Service::Ecs => "ecs",
             Service::Logs => "logs",
+            Service::Elb => "elasticloadbalancing",
         }
     }
 }
@@ -77,6 +81,25 @@ impl AwsError {
         }
         r
     }
+
+    /// The Query protocol's rendering of the same error: ELBv2's XML error document.
+    pub fn xml_response(&self, request_id: &str) -> Response<Body> {
+        let sender = self.status < 500;
+        let body = berth_elb::xml::error(&self.type_name, &self.message, sender, request_id);
+        xml(self.status, body, request_id)
+    }
+}
+
+/// An XML response of the Query protocol with its request id.
+pub fn xml(status: u16, body: String, request_id: &str) -> Response<Body> {
+    let mut r = Response::new(Body::full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    r
 }
 
 /// Maps a SigV4 failure to the error AWS gives for it.
@@ -115,6 +138,24 @@ pub fn ecs_error(e: &berth_ecs::EcsError) -> AwsError {
     AwsError::new(e.status(), e.type_name(), e.to_string())
 }
 
+pub fn elb_error(e: &berth_elb::ElbError) -> AwsError {
+    AwsError::new(e.status(), e.code(), e.to_string())
+}
+
+/// Whether a request speaks the Query protocol (ELBv2): no `X-Amz-Target` and a
+/// form-urlencoded body.
+pub fn is_query_request(headers: &http::HeaderMap) -> bool {
+    headers.get("x-amz-target").is_none()
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +172,7 @@ mod tests {
             Ok((Service::Ecs, "RunTask"))
         );
         assert_eq!(Service::Ecs.signing_name(), "ecs");
+        assert_eq!(Service::Elb.signing_name(), "elasticloadbalancing");
         for bad in [
             "",
             "Nope.CreateRepository",
@@ -143,5 +185,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// Query-protocol requests are told apart by their content type and the missing
+    /// target header.
+    #[test]
+    fn query_requests() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        assert!(is_query_request(&h));
+        h.insert("x-amz-target", HeaderValue::from_static("X.Y"));
+        assert!(!is_query_request(&h));
+        let mut j = http::HeaderMap::new();
+        j.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
+        assert!(!is_query_request(&j));
+    }
+
+    /// Errors of Query requests are ELB's XML error document with the same code.
+    #[test]
+    fn xml_errors() {
+        let e = AwsError::new(403, "InvalidSignatureException", "bad <sig>");
+        let r = e.xml_response("rid");
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/xml");
     }
 }

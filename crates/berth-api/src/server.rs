@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use berth_ecr::Ecr;
 use berth_ecs::Ecs;
+use berth_elb::Elb;
 use berth_registry::{Body, Registry};
 use berth_state::Store;
 
@@ -88,6 +89,9 @@ pub struct App {
     pub ecr: Ecr,
     /// The ECS API; the agent that runs FARGATE tasks reads its assignments here.
     pub ecs: Arc<Ecs>,
+    /// The ELBv2 API; the load balancer data plane reads its configuration here and
+    /// hands back target health with [`Elb::set_health_source`].
+    pub elb: Elb,
     /// The task directories of the nodes on this machine (the built-in agent's, the
     /// test hosts'): container logs for the Logs API.
     pub task_dirs: Vec<PathBuf>,
@@ -135,6 +139,7 @@ impl App {
         )?;
         Ok(Arc::new(App {
             ecr: Ecr::new(registry.clone()),
+            elb: Elb::new(store.clone()),
             ecs: Arc::new(
                 Ecs::new(store, Some(BUILTIN_AGENT.to_string()))
                     .with_builtin_ec2(config.agent.is_some()),
@@ -361,6 +366,20 @@ async fn registry_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Bo
 }
 
 async fn aws_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    if aws::is_query_request(req.headers()) {
+        let request_id = berth_elb::xml::request_id();
+        return match query_call(app, req).await {
+            Ok((op, result)) => aws::xml(
+                200,
+                berth_elb::xml::response(&op, &result, &request_id),
+                &request_id,
+            ),
+            Err(e) => {
+                tracing::debug!(error_type = %e.type_name, message = %e.message, "query call refused");
+                e.xml_response(&request_id)
+            }
+        };
+    }
     match aws_call(app, req).await {
         Ok(v) => {
             let mut r = Response::new(Body::full(v.to_string()));
@@ -385,17 +404,7 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AwsError::new(400, "UnknownOperationException", "missing X-Amz-Target header: say which operation to run, e.g. AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"))?
         .to_string();
-    if let Some(len) = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > MAX_API_BODY {
-            return Err(too_large());
-        }
-    }
-    let body = read_body(body, MAX_API_BODY).await?;
+    let body = read_body(&parts, body, MAX_API_BODY, too_large).await?;
     let akid = authenticate(app, &parts, &body, None)?;
     let (service, op) = aws::parse_target(&target)?;
     check_scope(&parts, service)?;
@@ -459,7 +468,42 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
                 .map_err(|_| AwsError::new(500, "ServerException", "the operation was aborted"))?
                 .map_err(|e| aws::ecs_error(&e))
         }
+        // ELBv2 speaks the Query protocol (`query_call`), never JSON with a target.
+        Service::Elb => Err(AwsError::unknown_operation(&target)),
     }
+}
+
+/// A Query-protocol call (ELBv2): authenticated as every AWS call, scoped to
+/// `elasticloadbalancing`; answers the operation's name and result.
+async fn query_call(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+) -> Result<(String, serde_json::Value), AwsError> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts, body, berth_elb::query::MAX_BODY, query_too_large).await?;
+    let akid = authenticate(app, &parts, &body, None)?;
+    check_scope(&parts, Service::Elb)?;
+    tracing::info!(access_key_id = %akid, "elb call");
+    let ctx = berth_elb::Context {
+        region: scope_region(&parts).unwrap_or_else(|| "us-east-1".into()),
+        account: app.identities.account().to_string(),
+    };
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || app.elb.handle(&body, &ctx))
+        .await
+        .map_err(|_| AwsError::new(500, "InternalFailure", "the operation was aborted"))?
+        .map_err(|e| aws::elb_error(&e))
+}
+
+fn query_too_large() -> AwsError {
+    AwsError::new(
+        413,
+        "RequestEntityTooLarge",
+        format!(
+            "request body is larger than {} bytes",
+            berth_elb::query::MAX_BODY
+        ),
+    )
 }
 
 fn too_large() -> AwsError {
@@ -470,7 +514,24 @@ fn too_large() -> AwsError {
     )
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, AwsError> {
+/// Reads a request body of at most `limit` bytes (refused early by its
+/// Content-Length); `too_large` is the protocol's error for a longer one.
+async fn read_body(
+    parts: &http::request::Parts,
+    body: Incoming,
+    limit: usize,
+    too_large: fn() -> AwsError,
+) -> Result<Vec<u8>, AwsError> {
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
     let mut body = body;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
