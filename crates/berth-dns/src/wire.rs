@@ -423,6 +423,20 @@ impl Message {
             | (self.rcode & 0xF) as u16
     }
 
+    /// The addresses of the A records in the answer section, sorted.
+    pub fn answer_ipv4s(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self
+            .answers
+            .iter()
+            .filter_map(|r| match r.data {
+                RData::A(ip) => Some(ip),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The requester's EDNS0 OPT record, if any (RFC 6891 §6.1.1).
     pub fn opt(&self) -> Option<&Record> {
         self.additional.iter().find(|r| r.rtype == TYPE_OPT)

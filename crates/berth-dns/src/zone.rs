@@ -409,19 +409,6 @@ mod tests {
         Message::parse(&respond(z, &q.encode(), t, 1).unwrap()).unwrap()
     }
 
-    fn ips(m: &Message) -> Vec<Ipv4Addr> {
-        let mut v: Vec<_> = m
-            .answers
-            .iter()
-            .filter_map(|r| match r.data {
-                RData::A(ip) => Some(ip),
-                _ => None,
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
     /// A queries get every registered address, authoritative, with the set's TTL;
     /// names are matched case-insensitively and echoed as asked.
     #[test]
@@ -431,7 +418,7 @@ mod tests {
             (m.id, m.qr, m.aa, m.rd, m.rcode),
             (99, true, true, true, RCODE_NOERROR)
         );
-        assert_eq!(ips(&m).len(), 3);
+        assert_eq!(m.answer_ipv4s().len(), 3);
         assert!(m.answers.iter().all(|r| r.ttl == 10));
         assert_eq!(m.answers[0].name.labels[0], b"USERS");
     }
@@ -499,11 +486,16 @@ mod tests {
         for seed in 0..50 {
             let q = ask(&z, "m.n", TYPE_A, None, Transport::Udp);
             let _ = seed;
-            let got = ips(&q);
+            let got = q.answer_ipv4s();
             assert_eq!(got.len(), MULTIVALUE_MAX);
             let distinct: HashSet<_> = got.iter().collect();
             assert_eq!(distinct.len(), MULTIVALUE_MAX);
-            assert_eq!(ips(&ask(&z, "w.n", TYPE_A, None, Transport::Udp)).len(), 1);
+            assert_eq!(
+                ask(&z, "w.n", TYPE_A, None, Transport::Udp)
+                    .answer_ipv4s()
+                    .len(),
+                1
+            );
             let set = z.nodes[&Name::parse("m.n").unwrap()].a.clone().unwrap();
             seen.extend(set.chosen(seed));
         }
