@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the integration suite (tests/) needs on a fresh Debian 12, as root:
-# Debian's docker.io, skopeo, busybox-static, curl and etcd-server (the tests start
+# Debian's docker.io, skopeo, busybox-static, curl, dnsutils (dig) and etcd-server (the tests start
 # private etcd processes on their own ports; the package's systemd unit, where it runs,
 # is never used), and a Python venv with the real aws CLI, boto3, pytest and
 # requests. Idempotent: installs only what is missing.
@@ -9,7 +9,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$repo_root/.venv}"
 
-apt_packages=(docker.io skopeo busybox-static curl ca-certificates python3-venv runc iproute2 etcd-server)
+apt_packages=(docker.io skopeo busybox-static curl ca-certificates python3-venv runc iproute2 etcd-server dnsutils)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then

@@ -15,6 +15,8 @@ pub enum Service {
     Logs,
     /// ELBv2: the Query protocol (form body, no `X-Amz-Target`), XML answers.
     Elb,
+    /// Cloud Map (ServiceDiscovery), by X-Amz-Target or the RPC v2 CBOR path.
+    Discovery,
 }
 
 impl Service {
@@ -25,8 +27,24 @@ impl Service {
             Service::Ecs => "ecs",
             Service::Logs => "logs",
             Service::Elb => "elasticloadbalancing",
+            Service::Discovery => "servicediscovery",
         }
     }
+}
+
+/// The operation of a Smithy RPC v2 CBOR request path,
+/// `/service/Route53AutoNaming_v20170314/operation/<Op>` (botocore builds the segment
+/// from the model's `targetPrefix`).
+pub fn parse_rpc_path(path: &str) -> Result<(Service, &str), AwsError> {
+    let op = path
+        .strip_prefix("/service/")
+        .and_then(|r| r.strip_prefix(berth_discovery::TARGET_PREFIX))
+        .and_then(|r| r.strip_prefix("/operation/"))
+        .ok_or_else(|| AwsError::unknown_operation(path))?;
+    if op.is_empty() || !op.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(AwsError::unknown_operation(path));
+    }
+    Ok((Service::Discovery, op))
 }
 
 /// Splits `X-Amz-Target: Prefix.Operation`.
@@ -38,6 +56,7 @@ pub fn parse_target(target: &str) -> Result<(Service, &str), AwsError> {
         "AmazonEC2ContainerRegistry_V20150921" => Service::Ecr,
         "AmazonEC2ContainerServiceV20141113" => Service::Ecs,
         "Logs_20140328" => Service::Logs,
+        berth_discovery::TARGET_PREFIX => Service::Discovery,
         _ => return Err(AwsError::unknown_operation(target)),
     };
     if op.is_empty() || !op.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -52,6 +71,8 @@ pub struct AwsError {
     pub status: u16,
     pub type_name: String,
     pub message: String,
+    /// Modeled members besides the message (e.g. Cloud Map's `NamespaceId`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AwsError {
@@ -60,6 +81,7 @@ impl AwsError {
             status,
             type_name: type_name.to_string(),
             message: message.into(),
+            extra: serde_json::Map::new(),
         }
     }
     pub fn unknown_operation(target: &str) -> Self {
@@ -69,8 +91,10 @@ impl AwsError {
         ))
     }
     pub fn response(&self) -> Response<Body> {
-        let body = serde_json::json!({"__type": self.type_name, "message": self.message});
-        let mut r = Response::new(Body::full(body.to_string()));
+        let mut body = self.extra.clone();
+        body.insert("__type".into(), self.type_name.clone().into());
+        body.insert("message".into(), self.message.clone().into());
+        let mut r = Response::new(Body::full(serde_json::Value::Object(body).to_string()));
         *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -156,6 +180,38 @@ pub fn is_query_request(headers: &http::HeaderMap) -> bool {
             })
 }
 
+pub fn discovery_error(e: &berth_discovery::DiscoveryError) -> AwsError {
+    let mut a = AwsError::new(e.status(), e.type_name(), e.to_string());
+    a.extra = e.members();
+    a.extra.insert("Message".into(), e.to_string().into());
+    a
+}
+
+/// An error as Smithy RPC v2 CBOR renders it: a CBOR map with `__type` and `message`.
+pub fn cbor_error_response(e: &AwsError) -> Response<Body> {
+    let body = berth_discovery::error_body(
+        berth_discovery::Protocol::Cbor,
+        &e.type_name,
+        &e.message,
+        e.extra.clone(),
+    );
+    let mut r = cbor_response(body);
+    *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    r
+}
+
+/// A Smithy RPC v2 CBOR response with `body`.
+pub fn cbor_response(body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Body::full(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/cbor"),
+    );
+    r.headers_mut()
+        .insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +229,21 @@ mod tests {
         );
         assert_eq!(Service::Ecs.signing_name(), "ecs");
         assert_eq!(Service::Elb.signing_name(), "elasticloadbalancing");
+        assert_eq!(
+            parse_target("Route53AutoNaming_v20170314.GetNamespace"),
+            Ok((Service::Discovery, "GetNamespace"))
+        );
+        assert_eq!(
+            parse_rpc_path("/service/Route53AutoNaming_v20170314/operation/ListServices"),
+            Ok((Service::Discovery, "ListServices"))
+        );
+        for bad in [
+            "/service/Other/operation/X",
+            "/service/Route53AutoNaming_v20170314/operation/",
+            "/service/Route53AutoNaming_v20170314/operation/A/B",
+        ] {
+            assert!(parse_rpc_path(bad).is_err(), "{bad}");
+        }
         for bad in [
             "",
             "Nope.CreateRepository",

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub agent_listen: Option<SocketAddr>,
     /// Test hosts to make on this machine (`--hosts N --zones a,b`).
     pub hosts: Option<crate::hosts::HostsConfig>,
+    /// Where the DNS server for Cloud Map's private namespaces listens (UDP and TCP).
+    pub dns: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,8 @@ pub enum ServerError {
     Agents(#[from] crate::agents::AgentsError),
     #[error("cannot make the test hosts")]
     Hosts(#[from] crate::hosts::HostsError),
+    #[error("cannot serve DNS on {0}")]
+    Dns(SocketAddr, #[source] std::io::Error),
     #[error("cannot listen for agents on {0}")]
     AgentListen(SocketAddr, #[source] std::io::Error),
 }
@@ -92,6 +96,8 @@ pub struct App {
     /// The ELBv2 API; the load balancer data plane reads its configuration here and
     /// hands back target health with [`Elb::set_health_source`].
     pub elb: Elb,
+    /// Cloud Map: namespaces, services, instances; the DNS zone.
+    pub discovery: Arc<berth_discovery::Discovery>,
     /// The task directories of the nodes on this machine (the built-in agent's, the
     /// test hosts'): container logs for the Logs API.
     pub task_dirs: Vec<PathBuf>,
@@ -140,6 +146,7 @@ impl App {
         Ok(Arc::new(App {
             ecr: Ecr::new(registry.clone()),
             elb: Elb::new(store.clone()),
+            discovery: Arc::new(berth_discovery::Discovery::new(store.clone())),
             ecs: Arc::new(
                 Ecs::new(store, Some(BUILTIN_AGENT.to_string()))
                     .with_builtin_ec2(config.agent.is_some()),
@@ -245,7 +252,7 @@ pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> 
         let path = req.uri().path().to_string();
         let mut resp = if path == "/v2" || path.starts_with("/v2/") {
             registry_request(&app, req).await
-        } else if path == "/" && req.method() == Method::POST {
+        } else if (path == "/" || path.starts_with("/service/")) && req.method() == Method::POST {
             aws_request(&app, req).await
         } else if path == "/token" && req.method() == Method::GET {
             token_request(&app, &req)
@@ -380,6 +387,19 @@ async fn aws_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             }
         };
     }
+    if req.uri().path().starts_with("/service/") {
+        // Smithy RPC v2 CBOR: the operation in the path, CBOR both ways.
+        return match aws_call(app, req).await {
+            Ok(v) => aws::cbor_response(berth_discovery::encode_output(
+                berth_discovery::Protocol::Cbor,
+                &v,
+            )),
+            Err(e) => {
+                tracing::debug!(error_type = %e.type_name, message = %e.message, "aws call refused");
+                aws::cbor_error_response(&e)
+            }
+        };
+    }
     match aws_call(app, req).await {
         Ok(v) => {
             let mut r = Response::new(Body::full(v.to_string()));
@@ -398,15 +418,22 @@ async fn aws_request(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
 
 async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::Value, AwsError> {
     let (parts, body) = req.into_parts();
-    let target = parts
+    let cbor = parts.uri.path().starts_with("/service/");
+    let target = match cbor {
+        true => parts.uri.path().to_string(),
+        false => parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| AwsError::new(400, "UnknownOperationException", "missing X-Amz-Target header: say which operation to run, e.g. AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"))?
-        .to_string();
+        .to_string(),
+    };
     let body = read_body(&parts, body, MAX_API_BODY, too_large).await?;
     let akid = authenticate(app, &parts, &body, None)?;
-    let (service, op) = aws::parse_target(&target)?;
+    let (service, op) = match cbor {
+        true => aws::parse_rpc_path(&target)?,
+        false => aws::parse_target(&target)?,
+    };
     check_scope(&parts, service)?;
     tracing::info!(access_key_id = %akid, op, "aws call");
     let host = parts
@@ -455,6 +482,24 @@ async fn aws_call(app: &Arc<App>, req: Request<Incoming>) -> Result<serde_json::
             })
             .await
             .map_err(|_| AwsError::new(500, "ServerException", "the operation was aborted"))?
+        }
+        Service::Discovery => {
+            let protocol = match cbor {
+                true => berth_discovery::Protocol::Cbor,
+                false => berth_discovery::Protocol::Json,
+            };
+            let input = berth_discovery::decode_input(protocol, &body)
+                .map_err(|e| aws::discovery_error(&e))?;
+            let ctx = berth_discovery::Context {
+                region,
+                account: app.identities.account().to_string(),
+            };
+            let app = app.clone();
+            let op = op.to_string();
+            tokio::task::spawn_blocking(move || app.discovery.call(&op, &input, &ctx))
+                .await
+                .map_err(|_| AwsError::new(500, "ServerException", "the operation was aborted"))?
+                .map_err(|e| aws::discovery_error(&e))
         }
         Service::Ecs => {
             let ctx = berth_ecs::Context {
@@ -766,6 +811,9 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
         ),
         _ => None,
     };
+    if let Some(addr) = config.dns {
+        start_dns(&app, addr).await?;
+    }
     let addr = listener.local_addr().map_err(ServerError::Accept)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth server listening (registry at /v2/, AWS APIs at POST /)");
     let served = serve(listener, app, shutdown_signal()).await;
@@ -775,6 +823,55 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     }
     served?;
     tracing::info!("berth server stopped");
+    Ok(())
+}
+
+/// How often the DNS zone is rebuilt when nothing signalled a change (writes by
+/// another process sharing an etcd store signal nothing here).
+pub const DNS_RESYNC: Duration = Duration::from_secs(5);
+
+/// Binds `addr` (UDP and TCP) and serves Cloud Map's zone there, rebuilt on every
+/// change of the Discovery state.
+async fn start_dns(app: &Arc<App>, addr: SocketAddr) -> Result<(), ServerError> {
+    let udp = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|e| ServerError::Dns(addr, e))?;
+    // TCP on the port UDP got (an ephemeral port 0 resolves to the same number).
+    let bound = udp.local_addr().map_err(|e| ServerError::Dns(addr, e))?;
+    let tcp = TcpListener::bind(bound)
+        .await
+        .map_err(|e| ServerError::Dns(bound, e))?;
+    let build = |app: Arc<App>| async move {
+        match tokio::task::spawn_blocking(move || app.discovery.zone()).await {
+            Ok(Ok(z)) => Some(Arc::new(z)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot build the DNS zone; serving the previous one");
+                None
+            }
+            Err(_) => None,
+        }
+    };
+    let first = build(app.clone())
+        .await
+        .unwrap_or_else(|| Arc::new(berth_dns::Zone::new(0)));
+    let (tx, rx) = tokio::sync::watch::channel(first);
+    let app2 = app.clone();
+    tokio::spawn(async move {
+        let mut changes = app2.discovery.changes();
+        loop {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(DNS_RESYNC) => {}
+            }
+            if let Some(z) = build(app2.clone()).await {
+                if tx.send(z).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio::spawn(berth_dns::serve(udp, tcp, rx));
+    tracing::info!(addr = %bound, "serving DNS for Cloud Map's private namespaces (UDP and TCP; nothing forwarded)");
     Ok(())
 }
 

@@ -44,6 +44,10 @@ pub struct Args {
     /// The test hosts' availability zones, assigned round-robin.
     #[arg(long, value_delimiter = ',', default_value = "a,b", requires = "hosts")]
     zones: Vec<String>,
+    /// Serve DNS for Cloud Map's private namespaces on ADDR:PORT (UDP and TCP): A and SRV
+    /// records of registered instances; names outside the namespaces are refused.
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns: Option<SocketAddr>,
     /// Run without the built-in agent (registry and API only; tasks stay PROVISIONING).
     #[arg(long)]
     no_agent: bool,
@@ -134,6 +138,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
             stopped_task_retention_secs: a.stopped_task_retention,
             agent_listen: a.agent_listen,
+            dns: a.dns,
             hosts: match a.hosts {
                 Some(n) => Some(berth_api::hosts::HostsConfig {
                     count: n as usize,
