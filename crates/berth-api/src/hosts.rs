@@ -129,6 +129,7 @@ impl RunningHosts {
         data_dir: &Path,
         config: HostsConfig,
         identity: Arc<crate::agents::AgentIdentity>,
+        dns: Option<crate::server::DnsZone>,
     ) -> Result<Arc<RunningHosts>, HostsError> {
         let key = key(data_dir);
         let (dd, c) = (data_dir.to_path_buf(), config.clone());
@@ -147,6 +148,21 @@ impl RunningHosts {
             .local_addr()
             .map_err(|e| HostsError::Listen(addr, e))?;
         tokio::spawn(crate::agents::serve_agents(listener, app, identity.clone()));
+        // The namespaces' DNS where the hosts reach it: their agents' forwarders ask here.
+        let dns_upstream = match dns {
+            Some(zone) => {
+                let udp = tokio::net::UdpSocket::bind(SocketAddr::new(hosts.gateway().into(), 0))
+                    .await
+                    .map_err(|e| HostsError::Listen(addr, e))?;
+                let at = udp.local_addr().map_err(|e| HostsError::Listen(addr, e))?;
+                let tcp = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| HostsError::Listen(at, e))?;
+                tokio::spawn(berth_dns::serve(udp, tcp, zone));
+                Some(at)
+            }
+            None => None,
+        };
         let running = Arc::new(RunningHosts {
             hosts,
             data_dir: data_dir.to_path_buf(),
@@ -154,7 +170,7 @@ impl RunningHosts {
             agents: Mutex::new(Vec::new()),
         });
         for h in running.hosts.hosts() {
-            let child = running.spawn_agent(h, bound, &identity.token_path)?;
+            let child = running.spawn_agent(h, bound, &identity.token_path, dns_upstream)?;
             running.lock().push(child);
         }
         tracing::info!(hosts = running.hosts.hosts().len(), gateway = %bound, "test hosts running");
@@ -170,6 +186,7 @@ impl RunningHosts {
         h: &TestHost,
         server: SocketAddr,
         token: &Path,
+        dns: Option<SocketAddr>,
     ) -> Result<Child, HostsError> {
         let dir = host_dir(&self.data_dir, h.index);
         std::fs::create_dir_all(&dir).map_err(|e| HostsError::Dir(dir.display().to_string(), e))?;
@@ -204,6 +221,7 @@ impl RunningHosts {
             .arg("--attribute")
             .arg(format!("berth.test-host={}", h.index))
             .arg("--forward")
+            .args(dns.map(|d| format!("--dns-upstream={d}")))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);

@@ -17,6 +17,7 @@ pub mod aws;
 pub mod hosts;
 pub mod identity;
 pub mod images;
+pub mod links;
 pub mod logs;
 pub mod server;
 pub mod store;

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub stopped_task_retention_secs: u64,
     /// Where remote agents join (TLS; `berth agent --server`), if anywhere.
     pub agent_listen: Option<SocketAddr>,
+    /// Where load balancer listeners bind (`--lb-address`).
+    pub lb_address: std::net::IpAddr,
+    /// Worker threads of the load balancer data plane.
+    pub lb_threads: usize,
     /// Test hosts to make on this machine (`--hosts N --zones a,b`).
     pub hosts: Option<crate::hosts::HostsConfig>,
     /// Where the DNS server for Cloud Map's private namespaces listens (UDP and TCP).
@@ -74,6 +78,8 @@ pub enum ServerError {
     Agent(#[source] berth_agent::AgentError),
     #[error("cannot serve the task metadata endpoint on {0}")]
     Metadata(SocketAddr, #[source] std::io::Error),
+    #[error("cannot start the load balancers on {0}")]
+    LoadBalancer(std::net::IpAddr, #[source] std::io::Error),
     #[error("cannot set up the agent listener")]
     Agents(#[from] crate::agents::AgentsError),
     #[error("cannot make the test hosts")]
@@ -95,7 +101,7 @@ pub struct App {
     pub ecs: Arc<Ecs>,
     /// The ELBv2 API; the load balancer data plane reads its configuration here and
     /// hands back target health with [`Elb::set_health_source`].
-    pub elb: Elb,
+    pub elb: Arc<Elb>,
     /// Cloud Map: namespaces, services, instances; the DNS zone.
     pub discovery: Arc<berth_discovery::Discovery>,
     /// The task directories of the nodes on this machine (the built-in agent's, the
@@ -145,7 +151,7 @@ impl App {
         )?;
         Ok(Arc::new(App {
             ecr: Ecr::new(registry.clone()),
-            elb: Elb::new(store.clone()),
+            elb: Arc::new(Elb::new(store.clone())),
             discovery: Arc::new(berth_discovery::Discovery::new(store.clone())),
             ecs: Arc::new(
                 Ecs::new(store, Some(BUILTIN_AGENT.to_string()))
@@ -773,6 +779,11 @@ async fn start_agent(
         .await
         .map_err(|e| ServerError::Metadata(addr, e))?;
     tokio::spawn(berth_agent::metadata::serve(listener, agent.ctx.clone()));
+    if let Some(up) = agent.ctx.config.dns_upstream {
+        if let Err(e) = berth_agent::dns::start(agent.ctx.gateway().into(), up).await {
+            tracing::warn!(error = %e, "cannot serve DNS to tasks on the node gateway; tasks use the host's name servers");
+        }
+    }
     tracing::info!(bridge = %agent.ctx.config.bridge, subnet = %agent.ctx.config.subnet, metadata = %addr, "built-in agent running");
     // Stopping the server leaves the containers running: the agent re-adopts them.
     tokio::spawn(agent.clone().run(std::future::pending()));
@@ -784,7 +795,17 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     // Freed transfer buffers go back to the kernel, not into malloc's arenas.
     berth_registry::sys::tune_allocator();
     let app = App::open(&config)?;
-    match config.agent.clone() {
+    // DNS first: the nodes' forwarders ask it.
+    let dns = match config.dns {
+        Some(addr) => Some(start_dns(&app, addr).await?),
+        None => None,
+    };
+    start_load_balancers(&app, &config)?;
+    let mut agent = config.agent.clone();
+    if let (Some(a), Some((bound, _))) = (agent.as_mut(), &dns) {
+        a.dns_upstream = Some(*bound);
+    }
+    match agent {
         Some(a) => start_agent(&app, a, config.stopped_task_retention_secs).await?,
         None => spawn_task_gc(app.clone(), None, config.stopped_task_retention_secs),
     }
@@ -807,13 +828,17 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     }
     let hosts = match (config.hosts.clone(), identity) {
         (Some(h), Some(identity)) => Some(
-            crate::hosts::RunningHosts::start(app.clone(), &config.data_dir, h, identity).await?,
+            crate::hosts::RunningHosts::start(
+                app.clone(),
+                &config.data_dir,
+                h,
+                identity,
+                dns.as_ref().map(|(_, zone)| zone.clone()),
+            )
+            .await?,
         ),
         _ => None,
     };
-    if let Some(addr) = config.dns {
-        start_dns(&app, addr).await?;
-    }
     let addr = listener.local_addr().map_err(ServerError::Accept)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth server listening (registry at /v2/, AWS APIs at POST /)");
     let served = serve(listener, app, shutdown_signal()).await;
@@ -832,7 +857,9 @@ pub const DNS_RESYNC: Duration = Duration::from_secs(5);
 
 /// Binds `addr` (UDP and TCP) and serves Cloud Map's zone there, rebuilt on every
 /// change of the Discovery state.
-async fn start_dns(app: &Arc<App>, addr: SocketAddr) -> Result<(), ServerError> {
+/// Serves the Cloud Map zone on `addr`; returns where it listens and the zone (kept
+/// current), so that more addresses can serve it (the test hosts' gateway).
+async fn start_dns(app: &Arc<App>, addr: SocketAddr) -> Result<(SocketAddr, DnsZone), ServerError> {
     let udp = tokio::net::UdpSocket::bind(addr)
         .await
         .map_err(|e| ServerError::Dns(addr, e))?;
@@ -870,8 +897,58 @@ async fn start_dns(app: &Arc<App>, addr: SocketAddr) -> Result<(), ServerError> 
             }
         }
     });
-    tokio::spawn(berth_dns::serve(udp, tcp, rx));
+    tokio::spawn(berth_dns::serve(udp, tcp, rx.clone()));
     tracing::info!(addr = %bound, "serving DNS for Cloud Map's private namespaces (UDP and TCP; nothing forwarded)");
+    Ok((bound, rx))
+}
+
+/// The DNS zone as it changes.
+pub type DnsZone = tokio::sync::watch::Receiver<Arc<berth_dns::Zone>>;
+
+/// How often the data plane gets the configuration again when nothing changed
+/// (draining targets expire with time).
+const LB_RESYNC: Duration = Duration::from_secs(1);
+
+/// Starts the ALB data plane on `--lb-address`, feeds it the ELB configuration on every
+/// change, and hands ECS the links (targets, registries) it registers services with.
+fn start_load_balancers(app: &Arc<App>, config: &ServerConfig) -> Result<(), ServerError> {
+    let dp = Arc::new(
+        berth_lb::DataPlane::start(config.lb_address, config.lb_threads.max(1))
+            .map_err(|e| ServerError::LoadBalancer(config.lb_address, e))?,
+    );
+    app.elb.set_health_source(Some(dp.clone()));
+    app.ecs.set_links(Arc::new(crate::links::Links {
+        elb: app.elb.clone(),
+        discovery: app.discovery.clone(),
+        health: Some(dp.clone()),
+    }));
+    let app = app.clone();
+    tokio::spawn(async move {
+        let mut changes = app.elb.changes();
+        let mut last_errors = String::new();
+        loop {
+            let (a, d) = (app.clone(), dp.clone());
+            let errors = tokio::task::spawn_blocking(move || match d.apply(a.elb.config()) {
+                Ok(()) => String::new(),
+                Err(es) => es
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })
+            .await
+            .unwrap_or_default();
+            if errors != last_errors && !errors.is_empty() {
+                tracing::warn!(%errors, "the load balancers could not apply all of their configuration");
+            }
+            last_errors = errors;
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(LB_RESYNC) => {}
+            }
+        }
+    });
+    tracing::info!(address = %config.lb_address, "load balancer listeners bind here");
     Ok(())
 }
 

@@ -64,6 +64,10 @@ pub struct Args {
     /// Refused on a host whose namespace has a default route.
     #[arg(long)]
     forward: bool,
+    /// The server's DNS (its --dns address as this host reaches it): tasks resolve Cloud
+    /// Map names through a forwarder on the node gateway that asks it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns_upstream: Option<std::net::SocketAddr>,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -143,6 +147,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let mut config = a.node.agent_config(a.data_dir.join("node"))?;
     config.forwarding = a.forward;
+    config.dns_upstream = a.dns_upstream;
     let metadata_port = config.metadata_port;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -170,6 +175,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve the task metadata endpoint on {addr}"))?;
         tokio::spawn(berth_agent::metadata::serve(listener, agent.ctx.clone()));
+        if let Some(up) = agent.ctx.config.dns_upstream {
+            berth_agent::dns::start(agent.ctx.gateway().into(), up)
+                .await
+                .context("cannot serve DNS to tasks on the node gateway")?;
+        }
         tokio::spawn(agent.clone().run(std::future::pending()));
         let gc = agent.clone();
         tokio::spawn(async move {

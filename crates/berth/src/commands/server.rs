@@ -37,6 +37,12 @@ pub struct Args {
     /// Where remote agents join (`berth agent --server`; TLS pinned by DATA_DIR/join-token).
     #[arg(long)]
     agent_listen: Option<SocketAddr>,
+    /// Where load balancer listeners bind (their DNS names resolve here).
+    #[arg(long, default_value = "127.0.0.1")]
+    lb_address: std::net::IpAddr,
+    /// Worker threads of the load balancer data plane.
+    #[arg(long, default_value_t = 1)]
+    lb_threads: usize,
     /// Make N test hosts on this machine (network namespaces, each running `berth agent`
     /// as a child process that joins this server), removed again when the server stops.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
@@ -138,6 +144,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
             stopped_task_retention_secs: a.stopped_task_retention,
             agent_listen: a.agent_listen,
+            lb_address: a.lb_address,
+            lb_threads: a.lb_threads,
             dns: a.dns,
             hosts: match a.hosts {
                 Some(n) => Some(berth_api::hosts::HostsConfig {
