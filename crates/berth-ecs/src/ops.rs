@@ -1606,11 +1606,12 @@ impl Ecs {
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "Task stopped by user".into());
         // A service task behind a load balancer leaves it first (and drains).
-        let drain_until = if found.task.desired_status == "STOPPED" {
+        let unlink = if found.task.desired_status == "STOPPED" {
             None
         } else {
-            self.unlink_before_stop(&found)
+            self.unlink_plan(&found)
         };
+        let drain_until = unlink.as_ref().and_then(|u| u.drain_until);
         let mut changed = false;
         let rec: TaskRecord = self.update(&key, not_found, |r: &mut TaskRecord| {
             changed = false;
@@ -1635,6 +1636,10 @@ impl Ecs {
             changed = true;
             Ok(true)
         })?;
+        // Marked stopping first, then unregistered (see `unlink_plan`).
+        if let Some(u) = &unlink {
+            self.unlink(u);
+        }
         if changed {
             self.notify();
         }

@@ -642,7 +642,15 @@ impl Ecs {
                 .collect();
             let links = self.links();
             if let Some(l) = &links {
-                sync_links(l.as_ref(), &rec, &records);
+                let reread = || {
+                    self.list::<TaskRecord>(&format!("/ecs/tasks/{}/", rec.cluster))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(_, t, _)| t)
+                        .filter(|t| t.task.group == group)
+                        .collect()
+                };
+                sync_links(l.as_ref(), &rec, reread);
             }
             let tasks: Vec<TaskView> = records
                 .iter()
@@ -792,15 +800,28 @@ impl Ecs {
     }
 }
 
+/// What stopping one service task undoes (see [`Ecs::unlink_plan`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Unlink {
+    service: String,
+    task_id: String,
+    /// (target group, address, port).
+    targets: Vec<(String, String, u16)>,
+    registries: Vec<String>,
+    pub(crate) drain_until: Option<f64>,
+}
+
 /// One round of a service's links: its serving tasks registered with its target groups
 /// and registries, the others removed (errors are logged; the next round retries).
-fn sync_links(links: &dyn ServiceLinks, rec: &ServiceRecord, records: &[TaskRecord]) {
+/// `reread` lists the service's tasks again: it is called after the registrations are
+/// read, so that a task whose target a StopTask removed is seen stopping (StopTask marks
+/// the task before it deregisters it) and not registered again.
+fn sync_links(links: &dyn ServiceLinks, rec: &ServiceRecord, reread: impl Fn() -> Vec<TaskRecord>) {
     let lbs = lb_links(rec);
     let regs = registry_links(rec);
     if lbs.is_empty() && regs.is_empty() {
         return;
     }
-    let tasks: Vec<LinkTask> = records.iter().map(link_task).collect();
     for (tg, port) in &lbs {
         let registered = match links.targets(tg) {
             Ok(r) => r,
@@ -809,6 +830,7 @@ fn sync_links(links: &dyn ServiceLinks, rec: &ServiceRecord, records: &[TaskReco
                 continue;
             }
         };
+        let tasks: Vec<LinkTask> = reread().iter().map(link_task).collect();
         let p = crate::links::plan(&tasks, *port, &registered);
         if !p.register.is_empty() {
             if let Err(e) = links.register_targets(tg, &p.register) {
@@ -829,6 +851,7 @@ fn sync_links(links: &dyn ServiceLinks, rec: &ServiceRecord, records: &[TaskReco
                 continue;
             }
         };
+        let tasks: Vec<LinkTask> = reread().iter().map(link_task).collect();
         let (put, gone) = crate::links::plan_instances(&tasks, &registered);
         for (id, addr, healthy) in put {
             if let Err(e) = links.register_instance(registry, &id, &addr, *port, healthy) {
@@ -868,40 +891,57 @@ fn targets_health(
 }
 
 impl Ecs {
-    /// Before a service task is stopped: leaves its registries at once and its target
-    /// groups with their deregistration delay; returns until when its targets drain (the
-    /// agent stops its containers only then), `None` when nothing drains.
-    pub(crate) fn unlink_before_stop(&self, t: &TaskRecord) -> Option<f64> {
-        let links = self.links()?;
+    /// What stopping a service task must undo: its registrations, and until when its
+    /// targets drain (the agent stops its containers only then; `None`: nothing drains).
+    /// The caller marks the task STOPPED first and then calls [`Ecs::unlink`]: a
+    /// controller round that sees the target gone then also sees the task stopping, and
+    /// never registers it again.
+    pub(crate) fn unlink_plan(&self, t: &TaskRecord) -> Option<Unlink> {
+        let _ = self.links()?;
         let name = t.task.group.strip_prefix("service:")?;
         let cluster = t.task.cluster_arn.rsplit('/').next()?;
         let (rec, _) = self
             .get::<ServiceRecord>(&service_key(cluster, name))
             .ok()
             .flatten()?;
-        let id = t.task.task_arn.rsplit('/').next().unwrap_or_default();
-        for (registry, _) in registry_links(&rec) {
-            if let Err(e) = links.deregister_instance(&registry, id) {
-                tracing::warn!(service = %name, %registry, error = %e, "cannot deregister an instance");
+        let links = self.links()?;
+        let addr = task_address(t).filter(|_| t.task.last_status == "RUNNING");
+        let targets: Vec<(String, String, u16)> = match &addr {
+            Some(a) => lb_links(&rec)
+                .into_iter()
+                .map(|(tg, port)| (tg, a.clone(), port))
+                .collect(),
+            None => vec![],
+        };
+        let delay = targets
+            .iter()
+            .filter_map(|(tg, _, _)| links.target_group(tg).ok())
+            .map(|i| i.deregistration_delay_secs)
+            .max()
+            .unwrap_or(0);
+        Some(Unlink {
+            service: name.to_string(),
+            task_id: task_id(t),
+            targets,
+            registries: registry_links(&rec).into_iter().map(|(r, _)| r).collect(),
+            drain_until: (delay > 0).then(|| crate::ops::now() + f64::from(delay)),
+        })
+    }
+
+    /// Carries out an [`Ecs::unlink_plan`] (errors logged; the next controller round
+    /// removes what is left).
+    pub(crate) fn unlink(&self, u: &Unlink) {
+        let Some(links) = self.links() else { return };
+        for registry in &u.registries {
+            if let Err(e) = links.deregister_instance(registry, &u.task_id) {
+                tracing::warn!(service = %u.service, %registry, error = %e, "cannot deregister an instance");
             }
         }
-        let addr = task_address(t)?;
-        if t.task.last_status != "RUNNING" {
-            return None;
-        }
-        let mut delay = 0u32;
-        for (tg, port) in lb_links(&rec) {
-            match links.deregister_targets(&tg, &[(addr.clone(), port)]) {
-                Ok(()) => {
-                    let d = links.target_group(&tg).map(|i| i.deregistration_delay_secs);
-                    delay = delay.max(d.unwrap_or(0));
-                }
-                Err(e) => {
-                    tracing::warn!(service = %name, target_group = %tg, error = %e, "cannot deregister a target")
-                }
+        for (tg, addr, port) in &u.targets {
+            if let Err(e) = links.deregister_targets(tg, &[(addr.clone(), *port)]) {
+                tracing::warn!(service = %u.service, target_group = %tg, error = %e, "cannot deregister a target");
             }
         }
-        (delay > 0).then(|| crate::ops::now() + f64::from(delay))
     }
 
     /// CreateService's checks of `loadBalancers` and `serviceRegistries` against the
