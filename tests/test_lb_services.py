@@ -168,3 +168,37 @@ def test_service_behind_alb_and_in_cloud_map(env):
     ecs.delete_service(service="users")
     wait_for(lambda: not _running(ecs, "users"), "the service's tasks stopped")
     assert failures == [], f"{len(failures)} of {count[0]} requests failed around the stop: {failures[:3]}"
+
+
+def test_lb_and_service_cli(env, berth_bin):
+    """`berth lb create`, `berth service create --lb LB:PATH --dns NAME.NS`, `berth lb
+    targets`, `berth lb ls` and `berth lb rm`: the short way to the same result."""
+    srv, image, dns_port = env
+    ecs = srv.ecs()
+
+    def cli(*args):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        p = subprocess.run([str(berth_bin), args[0], "--endpoint-url", srv.url, "--data-dir", str(srv.data_dir),
+                            *args[1:]], env=e, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    port = support.free_listen_port()
+    lb = support.unique("web")[:20]
+    ns = support.unique("cli") + ".local"
+    cli("lb", "create", lb, "--port", str(port))
+    cli("service", "create", "--name", "topics", "--replicas", "2", "-p", "8080", "--lb", f"{lb}:/users*",
+        "--health-path", "/users/", "--dns", f"topics.{ns}", image, *WEB)
+    wait_for(lambda: cli("lb", "targets", lb).count("healthy") == 2, "2 healthy targets in berth lb targets",
+             deadline_s=60)
+    ips = sorted(_ip(t) for t in _running(ecs, "topics"))
+    assert len(ips) == 2
+    r = requests.get(f"http://127.0.0.1:{port}/users/", timeout=5)
+    assert r.status_code == 200
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 404
+    wait_for(lambda: _dig(dns_port, f"topics.{ns}") == ips, "DNS answers the service's tasks")
+    assert f"/users*→{lb}-topics" in cli("lb", "ls")
+    cli("service", "rm", "topics")
+    wait_for(lambda: not _running(ecs, "topics"), "the service's tasks stopped")
+    cli("lb", "rm", lb)
+    assert lb not in cli("lb", "ls")

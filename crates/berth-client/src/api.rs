@@ -141,6 +141,80 @@ impl ApiClient {
         self.call(crate::ECS, op, "ecs", input)
     }
 
+    /// Cloud Map call over JSON 1.1 (signing name `servicediscovery`).
+    pub fn discovery(&self, op: &str, input: &Value) -> Result<Value, ApiError> {
+        self.call(crate::DISCOVERY, op, "servicediscovery", input)
+    }
+
+    /// ELBv2 call over the Query protocol (signing name `elasticloadbalancing`):
+    /// `params` are the form members (`Listeners.member.1.Port` style); the answer's
+    /// `<{Action}Result>` as a value.
+    pub fn elb(&self, action: &str, params: &[(&str, String)]) -> Result<Value, ApiError> {
+        let mut pairs = vec![
+            ("Action".to_string(), action.to_string()),
+            ("Version".to_string(), "2015-12-01".to_string()),
+        ];
+        pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let body = crate::query::form_encode(&pairs).into_bytes();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let amz_date = berth_sigv4::format_amz_date(now);
+        let host = self.host().to_string();
+        let hash = berth_sigv4::sha256_hex(&body);
+        let headers = [
+            (
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
+            ("host", host.as_str()),
+            ("x-amz-date", amz_date.as_str()),
+        ];
+        let req = berth_sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload_sha256_hex: &hash,
+        };
+        let auth = berth_sigv4::sign(
+            &req,
+            &self.creds.access_key_id,
+            &self.creds.secret_access_key,
+            &self.creds.region,
+            "elasticloadbalancing",
+            &amz_date,
+        );
+        let mut r = self.agent.post(&format!("{}/", self.endpoint));
+        for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
+            r = r.set(k, v);
+        }
+        let proto = |m: String| ApiError::Protocol {
+            endpoint: self.endpoint.clone(),
+            message: m,
+        };
+        let (ok, text) = match r.set("authorization", &auth).send_bytes(&body) {
+            Ok(resp) => (true, resp.into_string().map_err(|e| proto(e.to_string()))?),
+            Err(ureq::Error::Status(_, resp)) => (false, resp.into_string().unwrap_or_default()),
+            Err(e) => {
+                return Err(ApiError::Transport {
+                    endpoint: self.endpoint.clone(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        let doc = crate::query::xml_to_value(&text)
+            .ok_or_else(|| proto(text.chars().take(200).collect()))?;
+        if !ok {
+            return Err(ApiError::Aws {
+                type_name: doc["Error"]["Code"].as_str().unwrap_or("").to_string(),
+                message: doc["Error"]["Message"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        Ok(doc[format!("{action}Result")].clone())
+    }
+
     /// CloudWatch Logs call (signing name `logs`).
     pub fn logs(&self, op: &str, input: &Value) -> Result<Value, ApiError> {
         self.call(crate::LOGS, op, "logs", input)

@@ -8,6 +8,7 @@
 mod api;
 mod creds;
 pub mod layout;
+pub mod query;
 mod reference;
 mod registry;
 
@@ -22,3 +23,5 @@ pub const ECR: &str = "AmazonEC2ContainerRegistry_V20150921";
 pub const ECS: &str = "AmazonEC2ContainerServiceV20141113";
 /// The CloudWatch Logs target prefix.
 pub const LOGS: &str = "Logs_20140328";
+/// The X-Amz-Target prefix of Cloud Map (ServiceDiscovery).
+pub const DISCOVERY: &str = "Route53AutoNaming_v20170314";

@@ -33,6 +33,8 @@ enum Command {
     Server(commands::server::Args),
     /// Join this host to a berth server as a container instance (runs its tasks).
     Agent(commands::agent::Args),
+    /// Application Load Balancers the short way: create, ls, rm, route add, targets.
+    Lb(commands::lb::Args),
     /// Remove registry blobs no image references (run while the server is stopped).
     Gc(commands::gc::Args),
     /// Build an image from a Dockerfile (subset) and push it to berth's registry.
@@ -87,6 +89,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(a) => commands::server::run(a),
         Command::Agent(a) => commands::agent::run(a),
+        Command::Lb(a) => commands::lb::run(a),
         Command::Gc(a) => commands::gc::run(a),
         Command::Build(a) => commands::build::run(a),
         Command::Push(a) => commands::push::run(a),

@@ -7,6 +7,7 @@ pub mod down;
 pub mod gc;
 pub mod images;
 pub mod instances;
+pub mod lb;
 pub mod logs;
 pub mod proxy;
 pub mod ps;

@@ -91,6 +91,17 @@ struct CreateArgs {
     /// EC2: at most one task of the service per instance.
     #[arg(long)]
     distinct_instance: bool,
+    /// Behind load balancer LB, on the route PATH (e.g. `web:/users*`): a target group
+    /// `<lb>-<name>` and a path rule are made, the tasks register on the first `-p` port.
+    #[arg(long, value_name = "LB:PATH")]
+    lb: Option<String>,
+    /// The target group's health check path (with --lb).
+    #[arg(long, default_value = "/")]
+    health_path: String,
+    /// A DNS name NAME.NAMESPACE for the tasks (Cloud Map; the private namespace and the
+    /// service are made if missing): other tasks resolve it.
+    #[arg(long, value_name = "NAME.NAMESPACE")]
+    dns: Option<String>,
     /// Image (a repository in berth's registry).
     image: String,
     /// Command and arguments (default: the image's).
@@ -182,12 +193,77 @@ fn create(api: &ApiClient, cluster: &str, c: CreateArgs) -> anyhow::Result<()> {
     if !constraints.is_empty() {
         req["placementConstraints"] = json!(constraints);
     }
+    if let Some(spec) = &c.lb {
+        let (lb, path) = spec
+            .split_once(':')
+            .with_context(|| format!("--lb {spec}: expected LB:PATH, e.g. web:/users*"))?;
+        let port = *c
+            .ports
+            .first()
+            .context("--lb needs the container port the service listens on: add -p PORT")?;
+        let tg = super::lb::route_add(api, lb, path, &c.name, port, &c.health_path)?;
+        req["loadBalancers"] =
+            json!([{"targetGroupArn": tg, "containerName": c.name, "containerPort": port}]);
+    }
+    if let Some(name) = &c.dns {
+        req["serviceRegistries"] = json!([{"registryArn": registry(api, name)?}]);
+    }
     let s = api.ecs("CreateService", &req)?;
     println!(
         "{}",
         s["service"]["serviceArn"].as_str().unwrap_or_default()
     );
     Ok(())
+}
+
+/// The Cloud Map service for `NAME.NAMESPACE` (both made if missing): its ARN.
+fn registry(api: &ApiClient, dns: &str) -> anyhow::Result<String> {
+    let (svc, ns) = dns
+        .split_once('.')
+        .with_context(|| format!("--dns {dns}: expected NAME.NAMESPACE, e.g. users.forum.local"))?;
+    let found = api.discovery("ListNamespaces", &json!({}))?["Namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["Name"] == ns)
+        .and_then(|n| n["Id"].as_str().map(String::from));
+    let ns_id = match found {
+        Some(id) => id,
+        None => {
+            let op = api.discovery(
+                "CreatePrivateDnsNamespace",
+                &json!({"Name": ns, "Vpc": "vpc-berth"}),
+            )?;
+            let op = api.discovery("GetOperation", &json!({"OperationId": op["OperationId"]}))?;
+            op["Operation"]["Targets"]["NAMESPACE"]
+                .as_str()
+                .context("Cloud Map did not say which namespace it made")?
+                .to_string()
+        }
+    };
+    let services = api.discovery(
+        "ListServices",
+        &json!({"Filters": [{"Name": "NAMESPACE_ID", "Values": [ns_id], "Condition": "EQ"}]}),
+    )?;
+    if let Some(arn) = services["Services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["Name"] == svc)
+        .and_then(|s| s["Arn"].as_str())
+    {
+        return Ok(arn.to_string());
+    }
+    let made = api.discovery(
+        "CreateService",
+        &json!({"Name": svc, "NamespaceId": ns_id,
+                "DnsConfig": {"DnsRecords": [{"Type": "A", "TTL": 10}]},
+                "HealthCheckCustomConfig": {"FailureThreshold": 1}}),
+    )?;
+    made["Service"]["Arn"]
+        .as_str()
+        .map(String::from)
+        .context("Cloud Map did not return the service's ARN")
 }
 
 /// ECS placement strategies and constraints from the short options.
