@@ -48,29 +48,29 @@ impl ApiClient {
             .unwrap_or("")
     }
 
-    /// Calls `prefix.op` with `input`; AWS errors come back as [`ApiError::Aws`].
-    pub fn call(
+    /// A SigV4-signed `POST /` of `body` for `service`.
+    fn send(
         &self,
-        prefix: &str,
-        op: &str,
         service: &str,
-        input: &Value,
-    ) -> Result<Value, ApiError> {
-        let body = serde_json::to_vec(input).expect("json serialises");
+        content_type: &str,
+        target: Option<&str>,
+        body: &[u8],
+    ) -> Result<ureq::Response, Box<ureq::Error>> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let amz_date = berth_sigv4::format_amz_date(now);
-        let target = format!("{prefix}.{op}");
         let host = self.host().to_string();
-        let hash = berth_sigv4::sha256_hex(&body);
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
+        let hash = berth_sigv4::sha256_hex(body);
+        let mut headers = vec![
+            ("content-type", content_type),
             ("host", host.as_str()),
             ("x-amz-date", amz_date.as_str()),
-            ("x-amz-target", target.as_str()),
         ];
+        if let Some(t) = target {
+            headers.push(("x-amz-target", t));
+        }
         let req = berth_sigv4::Request {
             method: "POST",
             path: "/",
@@ -90,7 +90,24 @@ impl ApiClient {
         for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
             r = r.set(k, v);
         }
-        let resp = r.set("authorization", &auth).send_bytes(&body);
+        r.set("authorization", &auth)
+            .send_bytes(body)
+            .map_err(Box::new)
+    }
+
+    /// Calls `prefix.op` with `input`; AWS errors come back as [`ApiError::Aws`].
+    pub fn call(
+        &self,
+        prefix: &str,
+        op: &str,
+        service: &str,
+        input: &Value,
+    ) -> Result<Value, ApiError> {
+        let body = serde_json::to_vec(input).expect("json serialises");
+        let target = format!("{prefix}.{op}");
+        let resp = self
+            .send(service, "application/x-amz-json-1.1", Some(&target), &body)
+            .map_err(|e| *e);
         let proto = |m: String| ApiError::Protocol {
             endpoint: self.endpoint.clone(),
             message: m,
@@ -156,45 +173,19 @@ impl ApiClient {
         ];
         pairs.extend(params.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let body = crate::query::form_encode(&pairs).into_bytes();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let amz_date = berth_sigv4::format_amz_date(now);
-        let host = self.host().to_string();
-        let hash = berth_sigv4::sha256_hex(&body);
-        let headers = [
-            (
-                "content-type",
+        let resp = self
+            .send(
+                "elasticloadbalancing",
                 "application/x-www-form-urlencoded; charset=utf-8",
-            ),
-            ("host", host.as_str()),
-            ("x-amz-date", amz_date.as_str()),
-        ];
-        let req = berth_sigv4::Request {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            payload_sha256_hex: &hash,
-        };
-        let auth = berth_sigv4::sign(
-            &req,
-            &self.creds.access_key_id,
-            &self.creds.secret_access_key,
-            &self.creds.region,
-            "elasticloadbalancing",
-            &amz_date,
-        );
-        let mut r = self.agent.post(&format!("{}/", self.endpoint));
-        for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
-            r = r.set(k, v);
-        }
+                None,
+                &body,
+            )
+            .map_err(|e| *e);
         let proto = |m: String| ApiError::Protocol {
             endpoint: self.endpoint.clone(),
             message: m,
         };
-        let (ok, text) = match r.set("authorization", &auth).send_bytes(&body) {
+        let (ok, text) = match resp {
             Ok(resp) => (true, resp.into_string().map_err(|e| proto(e.to_string()))?),
             Err(ureq::Error::Status(_, resp)) => (false, resp.into_string().unwrap_or_default()),
             Err(e) => {
