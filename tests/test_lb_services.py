@@ -112,6 +112,9 @@ def test_service_behind_alb_and_in_cloud_map(env):
     assert len(seen) == 2, seen
     r = requests.get(url + "/nothing", timeout=5)
     assert r.status_code == 404 and r.text == "no route"
+    # The load balancer's DNS name resolves where its listeners bind.
+    assert lb["DNSName"].endswith(".elb.localhost")
+    wait_for(lambda: _dig(dns_port, lb["DNSName"]) == ["127.0.0.1"], "the load balancer's DNS name")
 
     # DNS: exactly the running tasks; DiscoverInstances the same.
     wait_for(lambda: _dig(dns_port, f"users.{ns_name}") == ips, "DNS answers the tasks' addresses")

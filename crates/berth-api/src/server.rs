@@ -102,6 +102,8 @@ pub struct App {
     /// The ELBv2 API; the load balancer data plane reads its configuration here and
     /// hands back target health with [`Elb::set_health_source`].
     pub elb: Arc<Elb>,
+    /// Where load balancer listeners bind (set when the data plane starts).
+    pub lb_address: std::sync::OnceLock<std::net::IpAddr>,
     /// Cloud Map: namespaces, services, instances; the DNS zone.
     pub discovery: Arc<berth_discovery::Discovery>,
     /// The task directories of the nodes on this machine (the built-in agent's, the
@@ -152,6 +154,7 @@ impl App {
         Ok(Arc::new(App {
             ecr: Ecr::new(registry.clone()),
             elb: Arc::new(Elb::new(store.clone())),
+            lb_address: std::sync::OnceLock::new(),
             discovery: Arc::new(berth_discovery::Discovery::new(store.clone())),
             ecs: Arc::new(
                 Ecs::new(store, Some(BUILTIN_AGENT.to_string()))
@@ -795,12 +798,12 @@ pub async fn run(config: ServerConfig, listener: TcpListener) -> Result<(), Serv
     // Freed transfer buffers go back to the kernel, not into malloc's arenas.
     berth_registry::sys::tune_allocator();
     let app = App::open(&config)?;
-    // DNS first: the nodes' forwarders ask it.
+    start_load_balancers(&app, &config)?;
+    // DNS before the nodes: their forwarders ask it.
     let dns = match config.dns {
         Some(addr) => Some(start_dns(&app, addr).await?),
         None => None,
     };
-    start_load_balancers(&app, &config)?;
     let mut agent = config.agent.clone();
     if let (Some(a), Some((bound, _))) = (agent.as_mut(), &dns) {
         a.dns_upstream = Some(*bound);
@@ -869,7 +872,12 @@ async fn start_dns(app: &Arc<App>, addr: SocketAddr) -> Result<(SocketAddr, DnsZ
         .await
         .map_err(|e| ServerError::Dns(bound, e))?;
     let build = |app: Arc<App>| async move {
-        match tokio::task::spawn_blocking(move || app.discovery.zone()).await {
+        let zone = move || {
+            let mut z = app.discovery.zone()?;
+            add_load_balancer_names(&app, &mut z);
+            Ok::<_, berth_discovery::DiscoveryError>(z)
+        };
+        match tokio::task::spawn_blocking(zone).await {
             Ok(Ok(z)) => Some(Arc::new(z)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot build the DNS zone; serving the previous one");
@@ -885,9 +893,11 @@ async fn start_dns(app: &Arc<App>, addr: SocketAddr) -> Result<(SocketAddr, DnsZ
     let app2 = app.clone();
     tokio::spawn(async move {
         let mut changes = app2.discovery.changes();
+        let mut lb_changes = app2.elb.changes();
         loop {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
+                r = lb_changes.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(DNS_RESYNC) => {}
             }
             if let Some(z) = build(app2.clone()).await {
@@ -900,6 +910,41 @@ async fn start_dns(app: &Arc<App>, addr: SocketAddr) -> Result<(SocketAddr, DnsZ
     tokio::spawn(berth_dns::serve(udp, tcp, rx.clone()));
     tracing::info!(addr = %bound, "serving DNS for Cloud Map's private namespaces (UDP and TCP; nothing forwarded)");
     Ok((bound, rx))
+}
+
+/// The load balancers' DNS names (`….elb.localhost`) answer with the address their
+/// listeners bind (`--lb-address`), as an ALB's DNS name resolves to its nodes.
+fn add_load_balancer_names(app: &App, zone: &mut berth_dns::Zone) {
+    let std::net::IpAddr::V4(ip) = *app
+        .lb_address
+        .get()
+        .unwrap_or(&std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    else {
+        return;
+    };
+    let ctx = berth_elb::Context {
+        region: "us-east-1".into(),
+        account: app.identities.account().to_string(),
+    };
+    let Ok(out) = app
+        .elb
+        .call("DescribeLoadBalancers", serde_json::json!({}), &ctx)
+    else {
+        return;
+    };
+    let names: Vec<String> = out["LoadBalancers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["DNSName"].as_str().map(String::from))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    zone.add_namespace("elb.localhost", 60);
+    for n in names {
+        zone.add_a(&n, 60, berth_dns::Pick::All, ip);
+    }
 }
 
 /// The DNS zone as it changes.
@@ -917,6 +962,7 @@ fn start_load_balancers(app: &Arc<App>, config: &ServerConfig) -> Result<(), Ser
             .map_err(|e| ServerError::LoadBalancer(config.lb_address, e))?,
     );
     app.elb.set_health_source(Some(dp.clone()));
+    let _ = app.lb_address.set(config.lb_address);
     app.ecs.set_links(Arc::new(crate::links::Links {
         elb: app.elb.clone(),
         discovery: app.discovery.clone(),
