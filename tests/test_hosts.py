@@ -21,7 +21,7 @@ import requests
 import support
 from support import wait_for
 
-APPLETS = ["sh", "sleep", "true", "httpd", "wget", "echo", "cat", "ip", "mkdir"]
+APPLETS = ["sh", "sleep", "true", "httpd", "wget", "echo", "cat", "ip", "mkdir", "nslookup"]
 HTTPD = ["sh", "-c", "mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www"]
 
 
@@ -33,7 +33,9 @@ def _netns() -> set[str]:
 @pytest.fixture(scope="module")
 def cluster_server(berth_factory):
     before = _netns()
-    srv = berth_factory(["--hosts", "2", "--zones", "a,b"])
+    dns_port = support.free_listen_port()
+    srv = berth_factory(["--hosts", "2", "--zones", "a,b", "--dns", f"127.0.0.1:{dns_port}"])
+    srv.dns_port = dns_port
     ecs = srv.ecs()
 
     def joined():
@@ -159,6 +161,58 @@ def test_service_cli_on_hosts(berth_bin, cluster_server, image):
     assert p.returncode != 0 and "--launch-type EC2" in p.stderr, p.stderr
     _cli(berth_bin, srv, "service", "rm", "zoned")
     wait_for(lambda: not _running(ecs, "default", "zoned"), "the zoned service's tasks stopped")
+
+
+def test_tasks_on_hosts_resolve_cloud_map_names(cluster_server, image):
+    """A service on the test hosts registered in Cloud Map: a task on each live host
+    resolves its name (through the host's forwarder to the server's DNS) to exactly the
+    service's task addresses."""
+    import boto3
+    from botocore.config import Config
+    srv, instances, _ = cluster_server
+    ecs = srv.ecs()
+    ak, sk = srv.credentials()
+    sd = boto3.client("servicediscovery", endpoint_url=srv.url, region_name="us-east-1",
+                      aws_access_key_id=ak, aws_secret_access_key=sk,
+                      config=Config(inject_host_prefix=False, retries={"max_attempts": 1}))
+    ns = support.unique("hosts") + ".local"
+    op = sd.create_private_dns_namespace(Name=ns, Vpc="vpc-berth")["OperationId"]
+    ns_id = sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+    reg = sd.create_service(Name="web", NamespaceId=ns_id,
+                            DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 5}]})["Service"]
+    td = ecs.register_task_definition(
+        family=support.unique("named"), networkMode="awsvpc", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "web", "image": image, "essential": True, "memory": 32,
+                               "command": HTTPD, "stopTimeout": 2}])["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="default", serviceName="named", taskDefinition=td, desiredCount=2,
+                       launchType="EC2", serviceRegistries=[{"registryArn": reg["Arn"]}],
+                       placementStrategy=[{"type": "spread", "field": "attribute:ecs.availability-zone"}])
+    run = wait_for(lambda: (r := _running(ecs, "default", "named")) and len(r) == 2 and r, "2 tasks RUNNING",
+                   deadline_s=60)
+    ips = sorted(_ip(t) for t in run)
+    probe = ecs.register_task_definition(
+        family=support.unique("resolve"), networkMode="awsvpc", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "p", "image": image, "essential": True, "memory": 32,
+                               "command": ["nslookup", f"web.{ns}"]}])["taskDefinition"]["taskDefinitionArn"]
+    # Every host whose agent still runs (an earlier test kills one).
+    live = [c for c in ecs.describe_container_instances(
+        cluster="default", containerInstances=[c["containerInstanceArn"] for c in instances])["containerInstances"]
+        if c["agentConnected"]]
+    assert live
+    for ci in live:
+        def resolved():
+            arn = ecs.start_task(cluster="default", taskDefinition=probe,
+                                 containerInstances=[ci["containerInstanceArn"]])["tasks"][0]["taskArn"]
+            t = wait_for(lambda: (x := ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0])
+                         ["lastStatus"] == "STOPPED" and x, "the probe finished", deadline_s=60)
+            logs = srv.logs().get_log_events(logGroupName="x", logStreamName=f"ecs/p/{arn.rsplit('/', 1)[1]}")
+            out = "".join(e["message"] for e in logs["events"])
+            return out if t["containers"][0].get("exitCode") == 0 and all(ip in out for ip in ips) else None
+        # The registrations reach DNS within a controller round: retry the probe until then.
+        wait_for(resolved, f"a task on {_attr(ci, 'ecs.availability-zone')} resolving web.{ns}", deadline_s=60)
+    ecs.update_service(cluster="default", service="named", desiredCount=0)
+    ecs.delete_service(cluster="default", service="named")
+    wait_for(lambda: not _running(ecs, "default", "named"), "the named service's tasks stopped")
 
 
 def test_spread_cross_host_traffic_and_healing(berth_bin, cluster_server, image):
