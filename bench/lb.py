@@ -11,8 +11,9 @@ X-Forwarded-For/-Proto/-Port headers an ALB adds, so they do the same work.
 CPU pinning (2 cores): every front — the whole berth server process, haproxy, the
 nginx front's master and worker — runs on core 0 alone (`taskset -c 0`); the backend
 nginx and wrk share core 1. The load is `wrk -t1 -c50 -d10s --latency` against each
-front after a 2 s warm-up, one front at a time. The fronts' CPU time during the
-measured run is read from /proc (per thread for berth).
+front after a 2 s warm-up; all three fronts stay up and are measured in turn, 3 rounds,
+medians reported. The fronts' CPU time during each measured run is read from /proc
+(per thread for berth).
 
 Every process started here is stopped by its pid, every directory made here is
 removed, even on failure.
@@ -25,6 +26,7 @@ import configparser
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -286,11 +288,21 @@ def berth_listener(info: dict, port: int, backend: int) -> None:
     wait_port(port, "berth listener")
 
 
+def summarize(rs: list[dict]) -> dict:
+    """Medians over the rounds; sums of errors; the rounds' requests/s and p99 as text."""
+    med = lambda k: statistics.median(x[k] for x in rs)  # noqa: E731
+    return {"rps": med("rps"), "p50": med("p50"), "p90": med("p90"), "p99": med("p99"),
+            "cpu_pct": med("cpu_pct"), "us_req": statistics.median(1e6 * x["cpu_s"] / x["requests"] for x in rs),
+            "non2xx": sum(x["non2xx"] for x in rs), "errors": sum(x["errors"] for x in rs),
+            "wall": med("wall"), "rps_all": ", ".join(f"{x['rps']:,.0f}" for x in rs),
+            "p99_all": ", ".join(f"{x['p99']:.2f}" for x in rs)}
+
+
 # ---------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------
 
-def run(berth: str, work: Path, seconds: int, warmup: int, conns: int) -> dict:
+def run(berth: str, work: Path, seconds: int, warmup: int, conns: int, rounds: int) -> dict:
     procs: list[subprocess.Popen] = []
     res: dict = {}
     try:
@@ -301,29 +313,24 @@ def run(berth: str, work: Path, seconds: int, warmup: int, conns: int) -> dict:
         check = subprocess.run(["curl", "-s", f"http://127.0.0.1:{bport}/"], capture_output=True, text=True)
         assert check.stdout == "ok\n", check
 
-        # berth
+        # All three fronts stay up; the rounds take them in turn (berth, haproxy, nginx, ...).
         srv, info = start_berth(berth, work, ["--lb-threads", "1"])
         procs.append(srv)
         lport = free_port()
         berth_listener(info, lport, bport)
-        res["berth"] = measure("berth", lport, lambda: [srv.pid], seconds, warmup, conns)
-        stop(srv)
-
-        # haproxy
         hport = free_port()
         hp = start_haproxy(work, hport, bport)
         procs.append(hp)
         wait_port(hport, "haproxy", hp)
-        res["haproxy"] = measure("haproxy", hport, lambda: [hp.pid], seconds, warmup, conns)
-        stop(hp)
-
-        # nginx as a reverse proxy
         nport = free_port()
         ng = start_nginx_front(work, nport, bport)
         procs.append(ng)
         wait_port(nport, "nginx front", ng)
-        res["nginx"] = measure("nginx", nport, lambda: [ng.pid, *children(ng.pid)], seconds, warmup, conns)
-        stop(ng)
+        fronts = {"berth": (lport, lambda: [srv.pid]), "haproxy": (hport, lambda: [hp.pid]),
+                  "nginx": (nport, lambda: [ng.pid, *children(ng.pid)])}
+        for r in range(rounds):
+            for name, (port, pids) in fronts.items():
+                res.setdefault(name, []).append(measure(f"round {r + 1} {name}", port, pids, seconds, warmup, conns))
         res["versions"] = {
             "haproxy": subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.split("\n")[0],
             "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
@@ -342,29 +349,33 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of all three fronts in turn (median reported)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="berth-lb-bench-"))
     start = datetime.now(timezone.utc)
     load = os.getloadavg()
     try:
-        r = run(a.berth, work, a.seconds, a.warmup, a.conns)
+        r = run(a.berth, work, a.seconds, a.warmup, a.conns, a.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    b, h, n = r["berth"], r["haproxy"], r["nginx"]
+    med = {k: summarize(r[k]) for k in ("berth", "haproxy", "nginx")}
+    b, h, n = med["berth"], med["haproxy"], med["nginx"]
     lines = [
         "# berth load balancer benchmark", "",
         f"{start:%Y-%m-%d %H:%M} UTC, load average at the start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
         f"({os.cpu_count()} cores). Backend: nginx `return 200 \"ok\\n\";` (1 worker) on core {LOAD_CPU}. "
         f"Each front one worker thread, the whole process pinned to core {FRONT_CPU}; "
         f"`wrk -t1 -c{a.conns} -d{a.seconds}s --latency` on core {LOAD_CPU} after a {a.warmup} s warm-up, "
-        f"one front at a time. {r['versions']['haproxy']}; {r['versions']['nginx']}; {r['versions']['wrk']}.", "",
+        f"the fronts in turn, {a.rounds} rounds, medians (each round's figures after the slash). "
+        f"{r['versions']['haproxy']}; {r['versions']['nginx']}; {r['versions']['wrk']}.", "",
         "| front | requests/s | p50 ms | p90 ms | p99 ms | non-2xx | socket errors | front CPU (core 0) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, x in (("berth (ALB listener, --lb-threads 1)", b), ("haproxy (nbthread 1)", h),
                     ("nginx proxy (worker_processes 1)", n)):
-        lines.append(f"| {name} | {x['rps']:,.0f} | {x['p50']:.2f} | {x['p90']:.2f} | {x['p99']:.2f} | "
-                     f"{x['non2xx']} | {x['errors']} | {x['cpu_pct']:.0f}% ({1e6 * x['cpu_s'] / x['requests']:.1f} µs/req) |")
+        lines.append(f"| {name} | {x['rps']:,.0f} / {x['rps_all']} | {x['p50']:.2f} | {x['p90']:.2f} | "
+                     f"{x['p99']:.2f} / {x['p99_all']} | {x['non2xx']} | {x['errors']} | "
+                     f"{x['cpu_pct']:.0f}% ({x['us_req']:.1f} µs/req) |")
     rh, rn = b["rps"] / h["rps"], b["rps"] / n["rps"]
     ph, pn = h["p99"] / b["p99"], n["p99"] / b["p99"]
     ok_rps = b["rps"] >= h["rps"] and b["rps"] >= n["rps"]
@@ -375,8 +386,9 @@ def main():
         f"p99 haproxy/berth {ph:.2f}×, nginx/berth {pn:.2f}×.", "",
         f"Target (issue 5): berth's requests/s ≥ both peers' — {'met' if ok_rps else 'NOT met'}; "
         f"p99 no worse than either — {'met' if ok_p99 else 'NOT met'}.", "",
-        "berth's CPU per thread during the measured run (seconds of the "
-        f"{b['wall']:.1f} s): " + ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in b["threads"].items()),
+        "berth's CPU per thread during the measured runs (seconds in each round of "
+        f"{b['wall']:.1f} s): " + "; ".join(", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in x["threads"].items())
+                                           for x in r["berth"]),
     ]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
