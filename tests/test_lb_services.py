@@ -205,3 +205,64 @@ def test_lb_and_service_cli(env, berth_bin):
     wait_for(lambda: not _running(ecs, "topics"), "the service's tasks stopped")
     cli("lb", "rm", lb)
     assert lb not in cli("lb", "ls")
+
+
+def test_unhealthy_target_out_and_back(env):
+    """A target whose health check fails is reported unhealthy and gets no requests
+    while another is healthy; when its check passes again it is healthy and serves."""
+    import http.server
+    srv, _, _ = env
+    elb = srv._client("elbv2")
+    state = {"ok": True}
+
+    def handler(tag):
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                code = 200 if (tag == "steady" or state["ok"] or self.path != "/health") else 500
+                body = tag.encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+        return H
+    servers = []
+    for tag in ("steady", "flaky"):
+        s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler(tag))
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+        servers.append(s)
+    try:
+        lb = elb.create_load_balancer(Name=support.unique("hc")[:32])["LoadBalancers"][0]
+        tg = elb.create_target_group(Name=support.unique("hc")[:32], Protocol="HTTP", Port=80, TargetType="ip",
+                                     VpcId="vpc-berth", HealthCheckPath="/health", HealthCheckIntervalSeconds=5,
+                                     HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2,
+                                     UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+        port = support.free_listen_port()
+        elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=port,
+                            DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
+        elb.register_targets(TargetGroupArn=tg, Targets=[
+            {"Id": "127.0.0.1", "Port": s.server_address[1]} for s in servers])
+        flaky_port = servers[1].server_address[1]
+
+        def state_of(p):
+            h = elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
+            return next((d["TargetHealth"] for d in h if d["Target"]["Port"] == p), {})
+        wait_for(lambda: state_of(flaky_port).get("State") == "healthy", "the flaky target healthy", deadline_s=60)
+        state["ok"] = False
+        h = wait_for(lambda: (x := state_of(flaky_port)).get("State") == "unhealthy" and x,
+                     "the flaky target unhealthy", deadline_s=60)
+        assert h["Reason"] == "Target.ResponseCodeMismatch", h
+        seen = {requests.get(f"http://127.0.0.1:{port}/", timeout=5).text for _ in range(20)}
+        assert seen == {"steady"}, seen
+        state["ok"] = True
+        wait_for(lambda: state_of(flaky_port).get("State") == "healthy", "the flaky target healthy again",
+                 deadline_s=60)
+        wait_for(lambda: "flaky" in {requests.get(f"http://127.0.0.1:{port}/", timeout=5).text
+                                     for _ in range(20)}, "the flaky target serving again")
+        elb.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+        elb.delete_target_group(TargetGroupArn=tg)
+    finally:
+        for s in servers:
+            s.shutdown()
