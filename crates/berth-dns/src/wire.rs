@@ -6,7 +6,6 @@
 //! pointers), so the number of jumps per name is bounded ([`MAX_POINTER_JUMPS`]) and a
 //! name is at most 255 octets (§2.3.4).
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// Record types berth answers for (RFC 1035 §3.2.2, RFC 2782, RFC 6891).
@@ -446,7 +445,7 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer {
             out: Vec::with_capacity(512),
-            names: HashMap::new(),
+            names: Vec::new(),
         };
         w.out.extend_from_slice(&self.id.to_be_bytes());
         w.out.extend_from_slice(&self.flags().to_be_bytes());
@@ -476,26 +475,29 @@ impl Message {
     }
 }
 
-struct Writer {
+struct Writer<'a> {
     out: Vec<u8>,
-    /// Offsets of name suffixes already written (lowercased), for compression.
-    names: HashMap<Vec<Vec<u8>>, u16>,
+    /// Name suffixes already written and their offsets, for compression: a response
+    /// holds a handful of names, so a scan (ASCII case-insensitive, no allocation)
+    /// beats hashing owned copies.
+    names: Vec<(&'a [Vec<u8>], u16)>,
 }
 
-impl Writer {
-    fn name(&mut self, name: &Name) {
+fn same_suffix(a: &[Vec<u8>], b: &[Vec<u8>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
+}
+
+impl<'a> Writer<'a> {
+    fn name(&mut self, name: &'a Name) {
         for i in 0..name.labels.len() {
-            let suffix: Vec<Vec<u8>> = name.labels[i..]
-                .iter()
-                .map(|l| l.to_ascii_lowercase())
-                .collect();
-            if let Some(off) = self.names.get(&suffix) {
+            let suffix = &name.labels[i..];
+            if let Some((_, off)) = self.names.iter().find(|(n, _)| same_suffix(n, suffix)) {
                 self.out.extend_from_slice(&(0xC000 | *off).to_be_bytes());
                 return;
             }
             // Only offsets below 0x4000 can be pointed at (14 bits).
             if self.out.len() < 0x4000 {
-                self.names.insert(suffix, self.out.len() as u16);
+                self.names.push((suffix, self.out.len() as u16));
             }
             let l = &name.labels[i];
             self.out.push(l.len() as u8);
@@ -504,7 +506,7 @@ impl Writer {
         self.out.push(0);
     }
 
-    fn record(&mut self, r: &Record) {
+    fn record(&mut self, r: &'a Record) {
         self.name(&r.name);
         self.out.extend_from_slice(&r.rtype.to_be_bytes());
         self.out.extend_from_slice(&r.class.to_be_bytes());
