@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -487,3 +488,22 @@ def pull_and_verify(reg: Registry, repo: str, ref: str) -> dict:
         assert b.status_code == 200, (desc, b.status_code, b.text[:300])
         assert sha256(b.content) == desc["digest"] and len(b.content) == desc["size"], desc
     return m
+
+
+def build_busybox_image(berth_bin, srv: "BerthServer", ctx: Path, applets: list[str], prefix: str) -> str:
+    """Builds an image of Debian's busybox with `applets` linked in /bin (PATH=/bin) with
+    `berth build`, pushes it to a new repository `<prefix>-<random>` of `srv`, and returns
+    its reference."""
+    (ctx / "bin").mkdir()
+    shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
+    for a in applets:
+        os.symlink("busybox", ctx / "bin" / a)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n")
+    repo = unique(prefix)
+    srv.ecr().create_repository(repositoryName=repo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    p = subprocess.run([str(berth_bin), "build", "--endpoint-url", srv.url, "--data-dir",
+                        str(srv.data_dir), "-t", f"{repo}:v1", str(ctx)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return f"{srv.host}/{repo}:v1"

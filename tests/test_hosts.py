@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -53,19 +52,7 @@ def cluster_server(berth_factory):
 
 
 def _build(berth_bin, srv, ctx) -> str:
-    (ctx / "bin").mkdir()
-    shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
-    for a in APPLETS:
-        os.symlink("busybox", ctx / "bin" / a)
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n")
-    repo = support.unique("hosts")
-    srv.ecr().create_repository(repositoryName=repo)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    p = subprocess.run([str(berth_bin), "build", "--endpoint-url", srv.url, "--data-dir",
-                        str(srv.data_dir), "-t", f"{repo}:v1", str(ctx)], env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    return f"{srv.host}/{repo}:v1"
+    return support.build_busybox_image(berth_bin, srv, ctx, APPLETS, "hosts")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ container resolves the service by name."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 
@@ -27,19 +26,8 @@ WEB = ["sh", "-c", "mkdir -p /www/users && hostname > /www/users/index.html && e
 def env(berth_factory, berth_bin, tmp_path_factory):
     dns_port = support.free_listen_port()
     srv = berth_factory(["--dns", f"127.0.0.1:{dns_port}"])
-    ctx = tmp_path_factory.mktemp("lb-ctx")
-    (ctx / "bin").mkdir()
-    shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
-    for a in APPLETS:
-        os.symlink("busybox", ctx / "bin" / a)
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n")
-    repo = support.unique("lbweb")
-    srv.ecr().create_repository(repositoryName=repo)
-    e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    p = subprocess.run([str(berth_bin), "build", "--endpoint-url", srv.url, "--data-dir", str(srv.data_dir),
-                        "-t", f"{repo}:v1", str(ctx)], env=e, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    return srv, f"{srv.host}/{repo}:v1", dns_port
+    image = support.build_busybox_image(berth_bin, srv, tmp_path_factory.mktemp("lb-ctx"), APPLETS, "lbweb")
+    return srv, image, dns_port
 
 
 def _sd(srv):

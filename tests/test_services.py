@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import botocore.exceptions
 import pytest
@@ -21,20 +20,7 @@ LOOP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
 
 def build_image(berth_bin, srv, ctx) -> str:
     """Builds and pushes a busybox image to `srv`; returns its reference."""
-    (ctx / "bin").mkdir()
-    shutil.copy("/bin/busybox", ctx / "bin" / "busybox")
-    for a in APPLETS:
-        os.symlink("busybox", ctx / "bin" / a)
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nENV PATH=/bin\n")
-    repo = support.unique("svc")
-    srv.ecr().create_repository(repositoryName=repo)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    import subprocess
-    p = subprocess.run([str(berth_bin), "build", "--endpoint-url", srv.url, "--data-dir",
-                        str(srv.data_dir), "-t", f"{repo}:v1", str(ctx)], env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    return f"{srv.host}/{repo}:v1"
+    return support.build_busybox_image(berth_bin, srv, ctx, APPLETS, "svc")
 
 
 @pytest.fixture(scope="module")

@@ -304,6 +304,15 @@ pub fn agent_key(dir: &Path) -> String {
     hex::encode(&h[..4])
 }
 
+/// Why a task-facing endpoint on the node gateway could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot serve the task metadata endpoint on {0}")]
+    Metadata(std::net::SocketAddr, #[source] std::io::Error),
+    #[error("cannot serve DNS to tasks on {0}:53")]
+    Dns(Ipv4Addr, #[source] std::io::Error),
+}
+
 /// A running agent.
 #[derive(Debug, Clone)]
 pub struct Agent {
@@ -497,6 +506,25 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Serves what tasks reach on the node gateway: the task metadata endpoint (on
+    /// `metadata_port`) and, with a DNS upstream, the DNS forwarder ([`crate::dns`]).
+    /// Returns the metadata endpoint's address; a DNS failure comes after the metadata
+    /// endpoint is up.
+    pub async fn serve_endpoints(&self) -> Result<std::net::SocketAddr, EndpointError> {
+        let gateway = self.ctx.gateway();
+        let addr = std::net::SocketAddr::new(gateway.into(), self.ctx.config.metadata_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| EndpointError::Metadata(addr, e))?;
+        tokio::spawn(crate::metadata::serve(listener, self.ctx.clone()));
+        if let Some(up) = self.ctx.config.dns_upstream {
+            crate::dns::start(gateway.into(), up)
+                .await
+                .map_err(|e| EndpointError::Dns(gateway, e))?;
+        }
+        Ok(addr)
     }
 
     /// Runs until `shutdown` resolves: syncs on every change and every few seconds.

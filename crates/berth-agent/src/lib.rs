@@ -24,5 +24,5 @@ pub mod record;
 pub mod remote;
 pub mod worker;
 
-pub use agent::{Agent, AgentConfig, AgentError};
+pub use agent::{Agent, AgentConfig, AgentError, EndpointError};
 pub use control::{ControlPlane, LocalControlPlane};

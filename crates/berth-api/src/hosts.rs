@@ -151,10 +151,13 @@ impl RunningHosts {
         // The namespaces' DNS where the hosts reach it: their agents' forwarders ask here.
         let dns_upstream = match dns {
             Some(zone) => {
-                let udp = tokio::net::UdpSocket::bind(SocketAddr::new(hosts.gateway().into(), 0))
+                let dns_addr = SocketAddr::new(hosts.gateway().into(), 0);
+                let udp = tokio::net::UdpSocket::bind(dns_addr)
                     .await
-                    .map_err(|e| HostsError::Listen(addr, e))?;
-                let at = udp.local_addr().map_err(|e| HostsError::Listen(addr, e))?;
+                    .map_err(|e| HostsError::Listen(dns_addr, e))?;
+                let at = udp
+                    .local_addr()
+                    .map_err(|e| HostsError::Listen(dns_addr, e))?;
                 let tcp = tokio::net::TcpListener::bind(at)
                     .await
                     .map_err(|e| HostsError::Listen(at, e))?;

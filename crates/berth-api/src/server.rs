@@ -102,8 +102,8 @@ pub struct App {
     /// The ELBv2 API; the load balancer data plane reads its configuration here and
     /// hands back target health with [`Elb::set_health_source`].
     pub elb: Arc<Elb>,
-    /// Where load balancer listeners bind (set when the data plane starts).
-    pub lb_address: std::sync::OnceLock<std::net::IpAddr>,
+    /// Where load balancer listeners bind (`--lb-address`).
+    pub lb_address: std::net::IpAddr,
     /// Cloud Map: namespaces, services, instances; the DNS zone.
     pub discovery: Arc<berth_discovery::Discovery>,
     /// The task directories of the nodes on this machine (the built-in agent's, the
@@ -154,7 +154,7 @@ impl App {
         Ok(Arc::new(App {
             ecr: Ecr::new(registry.clone()),
             elb: Arc::new(Elb::new(store.clone())),
-            lb_address: std::sync::OnceLock::new(),
+            lb_address: config.lb_address,
             discovery: Arc::new(berth_discovery::Discovery::new(store.clone())),
             ecs: Arc::new(
                 Ecs::new(store, Some(BUILTIN_AGENT.to_string()))
@@ -778,13 +778,11 @@ async fn start_agent(
             })?
             .map_err(ServerError::Agent)?;
     let addr = SocketAddr::new(agent.ctx.gateway().into(), port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServerError::Metadata(addr, e))?;
-    tokio::spawn(berth_agent::metadata::serve(listener, agent.ctx.clone()));
-    if let Some(up) = agent.ctx.config.dns_upstream {
-        if let Err(e) = berth_agent::dns::start(agent.ctx.gateway().into(), up).await {
-            tracing::warn!(error = %e, "cannot serve DNS to tasks on the node gateway; tasks use the host's name servers");
+    match agent.serve_endpoints().await {
+        Ok(_) => {}
+        Err(berth_agent::EndpointError::Metadata(a, e)) => return Err(ServerError::Metadata(a, e)),
+        Err(e @ berth_agent::EndpointError::Dns(..)) => {
+            tracing::warn!(error = %e, "tasks use the host's name servers");
         }
     }
     tracing::info!(bridge = %agent.ctx.config.bridge, subnet = %agent.ctx.config.subnet, metadata = %addr, "built-in agent running");
@@ -915,11 +913,7 @@ async fn start_dns(app: &Arc<App>, addr: SocketAddr) -> Result<(SocketAddr, DnsZ
 /// The load balancers' DNS names (`….elb.localhost`) answer with the address their
 /// listeners bind (`--lb-address`), as an ALB's DNS name resolves to its nodes.
 fn add_load_balancer_names(app: &App, zone: &mut berth_dns::Zone) {
-    let std::net::IpAddr::V4(ip) = *app
-        .lb_address
-        .get()
-        .unwrap_or(&std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
-    else {
+    let std::net::IpAddr::V4(ip) = app.lb_address else {
         return;
     };
     let ctx = berth_elb::Context {
@@ -962,7 +956,6 @@ fn start_load_balancers(app: &Arc<App>, config: &ServerConfig) -> Result<(), Ser
             .map_err(|e| ServerError::LoadBalancer(config.lb_address, e))?,
     );
     app.elb.set_health_source(Some(dp.clone()));
-    let _ = app.lb_address.set(config.lb_address);
     app.ecs.set_links(Arc::new(crate::links::Links {
         elb: app.elb.clone(),
         discovery: app.discovery.clone(),

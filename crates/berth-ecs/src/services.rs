@@ -897,14 +897,13 @@ impl Ecs {
     /// controller round that sees the target gone then also sees the task stopping, and
     /// never registers it again.
     pub(crate) fn unlink_plan(&self, t: &TaskRecord) -> Option<Unlink> {
-        let _ = self.links()?;
+        let links = self.links()?;
         let name = t.task.group.strip_prefix("service:")?;
         let cluster = t.task.cluster_arn.rsplit('/').next()?;
         let (rec, _) = self
             .get::<ServiceRecord>(&service_key(cluster, name))
             .ok()
             .flatten()?;
-        let links = self.links()?;
         let addr = task_address(t).filter(|_| t.task.last_status == "RUNNING");
         let targets: Vec<(String, String, u16)> = match &addr {
             Some(a) => lb_links(&rec)

@@ -148,7 +148,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut config = a.node.agent_config(a.data_dir.join("node"))?;
     config.forwarding = a.forward;
     config.dns_upstream = a.dns_upstream;
-    let metadata_port = config.metadata_port;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,16 +169,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .await
             .context("the agent's start-up panicked")?
             .context("cannot start the agent (run as root with runc installed)")?;
-        let addr = std::net::SocketAddr::new(agent.ctx.gateway().into(), metadata_port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot serve the task metadata endpoint on {addr}"))?;
-        tokio::spawn(berth_agent::metadata::serve(listener, agent.ctx.clone()));
-        if let Some(up) = agent.ctx.config.dns_upstream {
-            berth_agent::dns::start(agent.ctx.gateway().into(), up)
-                .await
-                .context("cannot serve DNS to tasks on the node gateway")?;
-        }
+        agent.serve_endpoints().await?;
         tokio::spawn(agent.clone().run(std::future::pending()));
         let gc = agent.clone();
         tokio::spawn(async move {
