@@ -150,6 +150,77 @@ def test_service_cli_on_hosts(berth_bin, cluster_server, image):
     wait_for(lambda: not _running(ecs, "default", "zoned"), "the zoned service's tasks stopped")
 
 
+def test_bridge_mode_service_behind_alb(cluster_server, image):
+    """Bridge networking with dynamic host ports behind an ALB, as ECS does it: the
+    target group has target type instance, each task is registered as its container
+    instance's ec2InstanceId and the host port it was given, requests through the
+    listener reach both tasks on both hosts, and a stopped task's target goes away."""
+    srv, instances, _ = cluster_server
+    ecs, elb = srv.ecs(), srv._client("elbv2")
+    names = "hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
+    web = ["sh", "-c", "mkdir -p /www && " + names]
+    lb = elb.create_load_balancer(Name=support.unique("br")[:32])["LoadBalancers"][0]
+    tg = elb.create_target_group(Name=support.unique("br")[:32], Protocol="HTTP", Port=80, VpcId="vpc-berth",
+                                 HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
+                                 HealthyThresholdCount=2)["TargetGroups"][0]
+    assert tg["TargetType"] == "instance"  # ELB's default, what bridge mode needs
+    arn = tg["TargetGroupArn"]
+    elb.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "1"}])
+    port = support.free_listen_port()
+    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=port,
+                        DefaultActions=[{"Type": "forward", "TargetGroupArn": arn}])
+    # An instance id no container instance has is refused.
+    with pytest.raises(elb.exceptions.InvalidTargetException):
+        elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": "i-0123456789abcdef0", "Port": 80}])
+
+    td = ecs.register_task_definition(
+        family=support.unique("bridge"), networkMode="bridge", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "web", "image": image, "essential": True, "memory": 32,
+                               "command": web, "stopTimeout": 2,
+                               "portMappings": [{"containerPort": 8080, "hostPort": 0}]}])["taskDefinition"]
+    # An ip target group does not fit bridge mode.
+    ip_tg = elb.create_target_group(Name=support.unique("brip")[:32], Protocol="HTTP", Port=80, TargetType="ip",
+                                    VpcId="vpc-berth")["TargetGroups"][0]
+    elb.create_rule(ListenerArn=elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"][0]["ListenerArn"],
+                    Priority=5, Conditions=[{"Field": "path-pattern", "Values": ["/nowhere"]}],
+                    Actions=[{"Type": "forward", "TargetGroupArn": ip_tg["TargetGroupArn"]}])
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="target type ip"):
+        ecs.create_service(cluster="default", serviceName=support.unique("brbad"), taskDefinition=td["taskDefinitionArn"],
+                           desiredCount=1, launchType="EC2",
+                           loadBalancers=[{"targetGroupArn": ip_tg["TargetGroupArn"], "containerName": "web",
+                                           "containerPort": 8080}])
+
+    ecs.create_service(cluster="default", serviceName="bridged", taskDefinition=td["taskDefinitionArn"],
+                       desiredCount=2, launchType="EC2",
+                       loadBalancers=[{"targetGroupArn": arn, "containerName": "web", "containerPort": 8080}],
+                       placementStrategy=[{"type": "spread", "field": "attribute:ecs.availability-zone"}])
+    run = wait_for(lambda: (r := _running(ecs, "default", "bridged")) and len(r) == 2 and r, "2 tasks RUNNING",
+                   deadline_s=60)
+    ec2_ids = {c["containerInstanceArn"]: c["ec2InstanceId"] for c in ecs.describe_container_instances(
+        cluster="default", containerInstances=[c["containerInstanceArn"] for c in instances])["containerInstances"]}
+    assert all(i.startswith("i-") for i in ec2_ids.values())
+    want = sorted((ec2_ids[t["containerInstanceArn"]], t["containers"][0]["networkBindings"][0]["hostPort"])
+                  for t in run)
+    assert len({i for i, _ in want}) == 2  # one task per host
+
+    def healthy():
+        h = elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+        return sorted((d["Target"]["Id"], d["Target"]["Port"]) for d in h if d["TargetHealth"]["State"] == "healthy")
+    wait_for(lambda: healthy() == want, "both tasks healthy instance targets", deadline_s=60)
+    seen = {requests.get(f"http://127.0.0.1:{port}/", timeout=5).text.strip() for _ in range(20)}
+    assert len(seen) == 2, seen
+
+    # Scaled to one: the stopped task's target is deregistered, the other keeps serving.
+    ecs.update_service(cluster="default", service="bridged", desiredCount=1)
+    wait_for(lambda: len(healthy()) == 1 and len(elb.describe_target_health(TargetGroupArn=arn)
+                                                 ["TargetHealthDescriptions"]) == 1, "one target left", deadline_s=60)
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+    ecs.update_service(cluster="default", service="bridged", desiredCount=0)
+    ecs.delete_service(cluster="default", service="bridged")
+    wait_for(lambda: not _running(ecs, "default", "bridged"), "the bridged service's tasks stopped")
+
+
 def test_tasks_on_hosts_resolve_cloud_map_names(cluster_server, image):
     """A service on the test hosts registered in Cloud Map: a task on each live host
     resolves its name (through the host's forwarder to the server's DNS) to exactly the

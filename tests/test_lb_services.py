@@ -254,3 +254,29 @@ def test_unhealthy_target_out_and_back(env):
     finally:
         for s in servers:
             s.shutdown()
+
+
+def test_service_links_refused_with_reasons(env):
+    """A service's loadBalancers that cannot work are refused at CreateService with a
+    reason: bridge mode on a cluster without container instances, a container port the
+    definition does not map, an ip target group for bridge mode."""
+    srv, image, _ = env
+    ecs, elb = srv.ecs(), srv._client("elbv2")
+    lb = elb.create_load_balancer(Name=support.unique("rf")[:32])["LoadBalancers"][0]
+    tg = elb.create_target_group(Name=support.unique("rf")[:32], Protocol="HTTP", Port=80,
+                                 VpcId="vpc-berth")["TargetGroups"][0]
+    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=support.free_listen_port(),
+                        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])
+    td = ecs.register_task_definition(
+        family=support.unique("rf"), networkMode="bridge", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "web", "image": image, "memory": 32, "command": WEB,
+                               "portMappings": [{"containerPort": 8080, "hostPort": 0}]}])["taskDefinition"]
+    link = {"targetGroupArn": tg["TargetGroupArn"], "containerName": "web", "containerPort": 8080}
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="no container instances"):
+        ecs.create_service(serviceName=support.unique("rf"), taskDefinition=td["taskDefinitionArn"],
+                           desiredCount=1, launchType="EC2", loadBalancers=[link])
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="did not have a container port 9999"):
+        ecs.create_service(serviceName=support.unique("rf"), taskDefinition=td["taskDefinitionArn"],
+                           desiredCount=1, launchType="EC2", loadBalancers=[{**link, "containerPort": 9999}])
+    assert not ecs.list_services()["serviceArns"] or all(
+        "rf" not in a for a in ecs.list_services()["serviceArns"])

@@ -330,7 +330,13 @@ where
     )
     .await;
     let instance = match hello {
-        Ok(Ok(AgentMessage::Hello { instance })) => instance,
+        Ok(Ok(AgentMessage::Hello { mut instance })) => {
+            // Without `--address` the host is reached where its stream came from.
+            if instance.address.is_none() {
+                instance.address = Some(peer.ip().to_canonical().to_string());
+            }
+            instance
+        }
         Ok(Ok(other)) => {
             let _ = protocol::write_message(
                 &mut write,

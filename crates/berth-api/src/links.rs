@@ -22,6 +22,15 @@ impl std::fmt::Debug for Links {
     }
 }
 
+/// ECS's container instances as the load balancers' `instance` targets see them.
+pub struct Hosts(pub Arc<berth_ecs::Ecs>);
+
+impl berth_elb::InstanceDirectory for Hosts {
+    fn address(&self, instance_id: &str) -> Option<String> {
+        self.0.instance_address(instance_id)
+    }
+}
+
 /// Region and account out of an ARN (`arn:aws:<svc>:<region>:<account>:...`).
 fn arn_scope(arn: &str) -> (String, String) {
     let mut p = arn.split(':');

@@ -956,6 +956,8 @@ fn start_load_balancers(app: &Arc<App>, config: &ServerConfig) -> Result<(), Ser
             .map_err(|e| ServerError::LoadBalancer(config.lb_address, e))?,
     );
     app.elb.set_health_source(Some(dp.clone()));
+    app.elb
+        .set_instance_directory(Some(Arc::new(crate::links::Hosts(app.ecs.clone()))));
     app.ecs.set_links(Arc::new(crate::links::Links {
         elb: app.elb.clone(),
         discovery: app.discovery.clone(),

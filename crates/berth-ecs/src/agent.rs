@@ -313,8 +313,8 @@ pub struct InstanceInfo {
     pub reserved_ports: Vec<u16>,
     /// Custom attributes (name, optional value).
     pub attributes: Vec<(String, Option<String>)>,
-    /// The host's address (ec2InstanceId-like hostname / private IP), shown in
-    /// DescribeContainerInstances.
+    /// The host's address as the server reaches it (load balancer targets of type
+    /// `instance` are sent there).
     pub address: Option<String>,
     pub agent_version: String,
 }
@@ -357,10 +357,8 @@ impl Ecs {
                 let mut attrs = old.map(|o| o.attributes.clone()).unwrap_or_default();
                 attrs.extend(attributes.clone());
                 InstanceRecord {
-                    ec2_instance_id: info
-                        .address
-                        .clone()
-                        .unwrap_or_else(|| ident.ec2_instance_id()),
+                    ec2_instance_id: ident.ec2_instance_id(),
+                    address: info.address.clone(),
                     id: ident.id.clone(),
                     arn: ident.arn.clone(),
                     cluster: ident.cluster.clone(),
@@ -386,6 +384,17 @@ impl Ecs {
             },
         )?;
         Ok(rec.arn)
+    }
+
+    /// The address of the container instance whose `ec2InstanceId` is `id` (what a
+    /// load balancer's `instance` target is sent to); `None`: no such instance, or
+    /// one registered through the API with no agent behind it.
+    pub fn instance_address(&self, id: &str) -> Option<String> {
+        self.list::<InstanceRecord>("/ecs/instances/")
+            .ok()?
+            .into_iter()
+            .find(|(_, r, _)| r.ec2_instance_id == id)
+            .and_then(|(_, r, _)| r.address)
     }
 
     /// Records a heartbeat (lastHeartbeat time, agentConnected=true).

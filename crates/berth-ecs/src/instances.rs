@@ -46,8 +46,14 @@ pub(crate) struct InstanceRecord {
     /// The registering agent's stable id; `None` for instances registered through the API.
     #[serde(default)]
     pub agent_id: Option<String>,
-    /// What DescribeContainerInstances shows as `ec2InstanceId` (the host's address).
+    /// What DescribeContainerInstances shows as `ec2InstanceId` (`i-…`): the id a
+    /// target group of target type `instance` names the host by.
     pub ec2_instance_id: String,
+    /// The host's address as the server reaches it (the agent's `--address`, else
+    /// the address its stream came from); `None` for instances registered through
+    /// the API.
+    #[serde(default)]
+    pub address: Option<String>,
     /// ACTIVE or DRAINING.
     pub status: String,
     #[serde(default)]
@@ -501,7 +507,8 @@ pub(crate) fn test_record(
         cluster: "c".into(),
         cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
         agent_id: agent.map(String::from),
-        ec2_instance_id: "h".into(),
+        ec2_instance_id: "i-h".into(),
+        address: None,
         status: "ACTIVE".into(),
         status_reason: None,
         agent_connected: connected,

@@ -92,28 +92,58 @@ pub struct LinkPlan {
     pub deregister: Vec<(String, u16)>,
 }
 
-/// Targets to add and remove for one target group: the serving tasks' (address, port)
-/// must be registered; a registered target whose address belongs to one of the
-/// service's tasks that no longer serves is removed. Targets of other addresses (put
-/// there by hand or by another service) are left alone.
-pub fn plan(tasks: &[LinkTask], port: u16, registered: &[(String, u16)]) -> LinkPlan {
-    let want: BTreeSet<(String, u16)> = tasks
+/// A target as a target group names it: (id, port) — an IP address and the container
+/// port (awsvpc), or an `ec2InstanceId` and the host port (bridge and host modes).
+pub type TargetRef = (String, u16);
+
+/// One of the service's tasks as one of its target groups sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetTask {
+    /// `None` until the task has an address (awsvpc) or a host port (bridge).
+    pub target: Option<TargetRef>,
+    /// RUNNING and desired RUNNING: it should be registered.
+    pub serving: bool,
+}
+
+/// Targets to add and remove for one target group: the serving tasks' targets must be
+/// registered; a registered target that belongs to one of the service's tasks that no
+/// longer serves is removed. Other targets (put there by hand or by another service)
+/// are left alone.
+pub fn plan(tasks: &[TargetTask], registered: &[TargetRef]) -> LinkPlan {
+    let want: BTreeSet<&TargetRef> = tasks
         .iter()
         .filter(|t| t.serving)
-        .filter_map(|t| t.address.clone().map(|a| (a, port)))
+        .filter_map(|t| t.target.as_ref())
         .collect();
-    let ours: BTreeSet<&str> = tasks.iter().filter_map(|t| t.address.as_deref()).collect();
-    let have: BTreeSet<(String, u16)> = registered.iter().cloned().collect();
+    let ours: BTreeSet<&TargetRef> = tasks.iter().filter_map(|t| t.target.as_ref()).collect();
+    let have: BTreeSet<&TargetRef> = registered.iter().collect();
     LinkPlan {
-        register: want.difference(&have).cloned().collect(),
+        register: want.difference(&have).map(|t| (*t).clone()).collect(),
         deregister: have
             .iter()
-            .filter(|(a, p)| {
-                *p == port && ours.contains(a.as_str()) && !want.contains(&(a.clone(), *p))
-            })
-            .cloned()
+            .filter(|t| ours.contains(*t) && !want.contains(*t))
+            .map(|t| (*t).clone())
             .collect(),
     }
+}
+
+/// The host port a task's container `name` has bound for `container_port` (ECS's
+/// `networkBindings` of a bridge- or host-mode task).
+pub fn host_port<'a>(
+    containers: impl IntoIterator<Item = (&'a str, &'a [serde_json::Value])>,
+    name: &str,
+    container_port: u16,
+) -> Option<u16> {
+    containers
+        .into_iter()
+        .filter(|(n, _)| *n == name)
+        .flat_map(|(_, bindings)| bindings)
+        .find(|b| {
+            b["containerPort"].as_u64() == Some(u64::from(container_port))
+                && b["protocol"].as_str().is_none_or(|p| p == "tcp")
+        })
+        .and_then(|b| b["hostPort"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
 }
 
 /// Cloud Map instances to (re)register and remove: every serving task, with its health
@@ -179,30 +209,73 @@ mod tests {
         }
     }
 
+    fn tt(id: &str, port: u16, serving: bool) -> TargetTask {
+        TargetTask {
+            target: Some((id.into(), port)),
+            serving,
+        }
+    }
+
     /// Serving tasks are registered, stopped ones removed, strangers left alone.
     #[test]
     fn targets() {
         let tasks = vec![
-            t("a", "10.0.0.2", true),
-            t("b", "10.0.0.3", false),
-            t("c", "10.0.0.4", true),
+            tt("10.0.0.2", 80, true),
+            tt("10.0.0.3", 80, false),
+            tt("10.0.0.4", 80, true),
+            TargetTask {
+                target: None,
+                serving: true,
+            },
         ];
         let registered = vec![
             ("10.0.0.2".to_string(), 80),
             ("10.0.0.3".to_string(), 80),
+            ("10.0.0.3".to_string(), 81),
             ("10.9.9.9".to_string(), 80),
         ];
-        let p = plan(&tasks, 80, &registered);
+        let p = plan(&tasks, &registered);
         assert_eq!(p.register, vec![("10.0.0.4".to_string(), 80)]);
         assert_eq!(p.deregister, vec![("10.0.0.3".to_string(), 80)]);
         assert_eq!(
-            plan(
-                &tasks,
-                80,
-                &[("10.0.0.2".into(), 80), ("10.0.0.4".into(), 80)]
-            ),
+            plan(&tasks, &[("10.0.0.2".into(), 80), ("10.0.0.4".into(), 80)]),
             LinkPlan::default()
         );
+    }
+
+    /// Bridge mode: tasks on one instance are told apart by their host ports; a new
+    /// task given a stopped one's host port keeps the target.
+    #[test]
+    fn instance_targets() {
+        let tasks = vec![
+            tt("i-1", 32768, true),
+            tt("i-1", 32769, false),
+            tt("i-2", 32768, true),
+            tt("i-1", 32770, false),
+            tt("i-1", 32770, true),
+        ];
+        let registered = vec![("i-1".to_string(), 32769), ("i-1".to_string(), 32770)];
+        let p = plan(&tasks, &registered);
+        assert_eq!(
+            p.register,
+            vec![("i-1".to_string(), 32768), ("i-2".to_string(), 32768)]
+        );
+        assert_eq!(p.deregister, vec![("i-1".to_string(), 32769)]);
+    }
+
+    /// Host ports are read from the named container's tcp bindings.
+    #[test]
+    fn host_ports() {
+        let web = vec![
+            serde_json::json!({"containerPort": 80, "hostPort": 32768, "protocol": "udp"}),
+            serde_json::json!({"containerPort": 80, "hostPort": 32769, "protocol": "tcp"}),
+        ];
+        let side = vec![serde_json::json!({"containerPort": 80, "hostPort": 40000})];
+        let containers = [("web", web.as_slice()), ("side", side.as_slice())];
+        assert_eq!(host_port(containers, "web", 80), Some(32769));
+        assert_eq!(host_port(containers, "side", 80), Some(40000));
+        assert_eq!(host_port(containers, "web", 81), None);
+        assert_eq!(host_port(containers, "nope", 80), None);
     }
 
     /// Instances follow the serving tasks and their health.

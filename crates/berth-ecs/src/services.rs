@@ -11,10 +11,12 @@ use berth_controller::{
     DesiredStatus, HealthStatus, LaunchType, ServiceSpec, ServiceState, ServiceStatus,
     TargetHealth, TaskStatus, TaskView,
 };
+use std::collections::HashMap;
+
 use berth_state::{Compare, Op, StateError};
 use serde::{Deserialize, Serialize};
 
-use crate::links::{LinkTask, LoadBalancerLink, RegistryLink, ServiceLinks};
+use crate::links::{LinkTask, LoadBalancerLink, RegistryLink, ServiceLinks, TargetRef, TargetTask};
 use serde_json::{json, Value};
 
 use crate::ops::{
@@ -286,21 +288,66 @@ pub(crate) fn task_address(t: &TaskRecord) -> Option<String> {
         .map(String::from)
 }
 
+/// RUNNING and desired RUNNING: the task should be registered.
+fn serving(t: &TaskRecord) -> bool {
+    t.task.last_status == "RUNNING" && t.task.desired_status == "RUNNING"
+}
+
 fn link_task(t: &TaskRecord) -> LinkTask {
     LinkTask {
         id: task_id(t),
         address: task_address(t),
-        serving: t.task.last_status == "RUNNING" && t.task.desired_status == "RUNNING",
+        serving: serving(t),
         health: t.task.health_status.clone(),
     }
 }
 
-fn lb_links(r: &ServiceRecord) -> Vec<(String, u16)> {
+/// A service's `loadBalancers` entry as the links use it.
+struct LbLink {
+    target_group: String,
+    container: String,
+    port: u16,
+}
+
+fn lb_links(r: &ServiceRecord) -> Vec<LbLink> {
     r.load_balancers
         .iter()
         .filter_map(|v| serde_json::from_value::<LoadBalancerLink>(v.clone()).ok())
-        .filter_map(|l| Some((l.target_group_arn?, l.container_port?)))
+        .filter_map(|l| {
+            Some(LbLink {
+                target_group: l.target_group_arn?,
+                container: l.container_name?,
+                port: l.container_port?,
+            })
+        })
         .collect()
+}
+
+/// The `ec2InstanceId` of every container instance, by containerInstanceArn.
+pub(crate) type HostIds = HashMap<String, String>;
+
+/// Where task `t` is a target for `l`: awsvpc — its address and the container port;
+/// bridge and host modes — its instance's `ec2InstanceId` and the host port bound to
+/// the container port.
+fn task_target(t: &TaskRecord, l: &LbLink, hosts: &HostIds) -> Option<TargetRef> {
+    if t.network_mode == "awsvpc" {
+        return task_address(t).map(|a| (a, l.port));
+    }
+    let host = hosts.get(t.task.container_instance_arn.as_deref()?)?;
+    let containers = t
+        .task
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c.network_bindings.as_slice()));
+    let port = crate::links::host_port(containers, &l.container, l.port)?;
+    Some((host.clone(), port))
+}
+
+fn target_task(t: &TaskRecord, l: &LbLink, hosts: &HostIds) -> TargetTask {
+    TargetTask {
+        target: task_target(t, l, hosts),
+        serving: serving(t),
+    }
 }
 
 fn registry_links(r: &ServiceRecord) -> Vec<(String, Option<u16>)> {
@@ -312,6 +359,15 @@ fn registry_links(r: &ServiceRecord) -> Vec<(String, Option<u16>)> {
 }
 
 impl Ecs {
+    /// [`HostIds`] of `cluster`'s container instances.
+    fn host_ids(&self, cluster: &str) -> Result<HostIds, EcsError> {
+        Ok(self
+            .list::<crate::instances::InstanceRecord>(&format!("/ecs/instances/{cluster}/"))?
+            .into_iter()
+            .map(|(_, i, _)| (i.arn, i.ec2_instance_id))
+            .collect())
+    }
+
     fn service_cluster(&self, cluster: Option<&str>) -> Result<String, EcsError> {
         let name = cluster_name(cluster.unwrap_or(DEFAULT_CLUSTER));
         if self.get::<ClusterRecord>(&cluster_key(&name))?.is_none() {
@@ -376,6 +432,7 @@ impl Ecs {
             ));
         }
         self.check_links(
+            &cname,
             &i.load_balancers,
             &i.service_registries,
             &td.task_definition,
@@ -620,14 +677,18 @@ impl Ecs {
                 continue;
             }
             let group = format!("service:{}", rec.service_name);
-            let draining: Vec<String> = self
-                .list::<crate::instances::InstanceRecord>(&format!(
-                    "/ecs/instances/{}/",
-                    rec.cluster
-                ))?
-                .into_iter()
+            let instances = self.list::<crate::instances::InstanceRecord>(&format!(
+                "/ecs/instances/{}/",
+                rec.cluster
+            ))?;
+            let draining: Vec<String> = instances
+                .iter()
                 .filter(|(_, i, _)| i.status == "DRAINING")
-                .map(|(_, i, _)| i.arn)
+                .map(|(_, i, _)| i.arn.clone())
+                .collect();
+            let hosts: HostIds = instances
+                .into_iter()
+                .map(|(_, i, _)| (i.arn, i.ec2_instance_id))
                 .collect();
             let records: Vec<TaskRecord> = self
                 .list::<TaskRecord>(&format!("/ecs/tasks/{}/", rec.cluster))?
@@ -650,14 +711,14 @@ impl Ecs {
                         .filter(|t| t.task.group == group)
                         .collect()
                 };
-                sync_links(l.as_ref(), &rec, reread);
+                sync_links(l.as_ref(), &rec, &hosts, reread);
             }
             let tasks: Vec<TaskView> = records
                 .iter()
                 .map(|t| {
                     let health = links
                         .as_ref()
-                        .and_then(|l| targets_health(l.as_ref(), &rec, t));
+                        .and_then(|l| targets_health(l.as_ref(), &rec, &hosts, t));
                     task_view(t, &draining, health)
                 })
                 .collect();
@@ -816,13 +877,19 @@ pub(crate) struct Unlink {
 /// `reread` lists the service's tasks again: it is called after the registrations are
 /// read, so that a task whose target a StopTask removed is seen stopping (StopTask marks
 /// the task before it deregisters it) and not registered again.
-fn sync_links(links: &dyn ServiceLinks, rec: &ServiceRecord, reread: impl Fn() -> Vec<TaskRecord>) {
+fn sync_links(
+    links: &dyn ServiceLinks,
+    rec: &ServiceRecord,
+    hosts: &HostIds,
+    reread: impl Fn() -> Vec<TaskRecord>,
+) {
     let lbs = lb_links(rec);
     let regs = registry_links(rec);
     if lbs.is_empty() && regs.is_empty() {
         return;
     }
-    for (tg, port) in &lbs {
+    for l in &lbs {
+        let tg = &l.target_group;
         let registered = match links.targets(tg) {
             Ok(r) => r,
             Err(e) => {
@@ -830,8 +897,8 @@ fn sync_links(links: &dyn ServiceLinks, rec: &ServiceRecord, reread: impl Fn() -
                 continue;
             }
         };
-        let tasks: Vec<LinkTask> = reread().iter().map(link_task).collect();
-        let p = crate::links::plan(&tasks, *port, &registered);
+        let tasks: Vec<TargetTask> = reread().iter().map(|t| target_task(t, l, hosts)).collect();
+        let p = crate::links::plan(&tasks, &registered);
         if !p.register.is_empty() {
             if let Err(e) = links.register_targets(tg, &p.register) {
                 tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot register targets");
@@ -872,16 +939,17 @@ fn sync_links(links: &dyn ServiceLinks, rec: &ServiceRecord, reread: impl Fn() -
 fn targets_health(
     links: &dyn ServiceLinks,
     rec: &ServiceRecord,
+    hosts: &HostIds,
     t: &TaskRecord,
 ) -> Option<TargetHealth> {
     let lbs = lb_links(rec);
     if lbs.is_empty() {
         return None;
     }
-    let addr = task_address(t)?;
     let mut all = TargetHealth::Healthy;
-    for (tg, port) in &lbs {
-        match links.target_health(tg, &addr, *port) {
+    for l in &lbs {
+        let (id, port) = task_target(t, l, hosts)?;
+        match links.target_health(&l.target_group, &id, port) {
             Some(true) => {}
             Some(false) => return Some(TargetHealth::Unhealthy),
             None => all = TargetHealth::Pending,
@@ -904,13 +972,21 @@ impl Ecs {
             .get::<ServiceRecord>(&service_key(cluster, name))
             .ok()
             .flatten()?;
-        let addr = task_address(t).filter(|_| t.task.last_status == "RUNNING");
-        let targets: Vec<(String, String, u16)> = match &addr {
-            Some(a) => lb_links(&rec)
-                .into_iter()
-                .map(|(tg, port)| (tg, a.clone(), port))
-                .collect(),
-            None => vec![],
+        let hosts = if t.network_mode == "awsvpc" {
+            HostIds::new()
+        } else {
+            self.host_ids(cluster).unwrap_or_default()
+        };
+        let targets: Vec<(String, String, u16)> = if t.task.last_status == "RUNNING" {
+            lb_links(&rec)
+                .iter()
+                .filter_map(|l| {
+                    let (id, port) = task_target(t, l, &hosts)?;
+                    Some((l.target_group.clone(), id, port))
+                })
+                .collect()
+        } else {
+            vec![]
         };
         let delay = targets
             .iter()
@@ -947,6 +1023,7 @@ impl Ecs {
     /// task definition and (when the server has them) the load balancers and registries.
     pub(crate) fn check_links(
         &self,
+        cluster: &str,
         load_balancers: &[Value],
         registries: &[Value],
         definition: &Value,
@@ -973,9 +1050,15 @@ impl Ecs {
                     "The container {name} did not have a container port {port} defined."
                 )));
             }
-            if network_mode != "awsvpc" {
+            if network_mode == "none" {
+                return Err(bad(
+                    "A task definition with network mode none has no ports: it cannot be used with a load balancer.".into(),
+                ));
+            }
+            // Bridge and host tasks are registered as their container instance.
+            if network_mode != "awsvpc" && self.host_ids(cluster)?.is_empty() {
                 return Err(bad(format!(
-                    "berth registers awsvpc tasks with target groups (target type ip); the task definition uses network mode {network_mode}."
+                    "Cluster {cluster} has no container instances: {network_mode}-mode tasks behind a load balancer are registered by instance and host port. Join hosts (berth agent, or berth server --hosts N) or use network mode awsvpc."
                 )));
             }
             if let Some(links) = &links {
@@ -987,9 +1070,16 @@ impl Ecs {
                         "The target group with targetGroupArn {tg} does not have an associated load balancer."
                     )));
                 }
-                if info.target_type != "ip" {
+                // awsvpc tasks are registered by address, bridge and host ones by
+                // instance and host port.
+                let want = if network_mode == "awsvpc" {
+                    "ip"
+                } else {
+                    "instance"
+                };
+                if info.target_type != want {
                     return Err(bad(format!(
-                        "The provided target group {tg} has target type {}, which is incompatible with the awsvpc network mode specified in the task definition.",
+                        "The provided target group {tg} has target type {}, which is incompatible with the {network_mode} network mode specified in the task definition.",
                         info.target_type
                     )));
                 }

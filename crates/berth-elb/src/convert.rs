@@ -94,7 +94,14 @@ pub fn health_check(h: &HealthCheckRecord) -> lb::HealthCheck {
 }
 
 /// A target group as the data plane runs it (targets that finished draining left out).
-pub fn target_group(tg: &TgRecord, now_ms: u64) -> lb::TargetGroup {
+/// `resolve` gives the address of an `instance` target (an ECS container instance's
+/// `ec2InstanceId`); one it cannot resolve gets an empty address, which the data plane
+/// never routes to or checks.
+pub fn target_group(
+    tg: &TgRecord,
+    now_ms: u64,
+    resolve: &dyn Fn(&str) -> Option<String>,
+) -> lb::TargetGroup {
     let sticky = tg.attributes.get("stickiness.enabled").map(String::as_str) == Some("true")
         && tg.attributes.get("stickiness.type").map(String::as_str) != Some("app_cookie");
     lb::TargetGroup {
@@ -116,9 +123,11 @@ pub fn target_group(tg: &TgRecord, now_ms: u64) -> lb::TargetGroup {
             .filter(|t| present(tg, t, now_ms))
             .map(|t| lb::Target {
                 id: t.id.clone(),
-                // Instance targets have no address berth can resolve yet: the id stands
-                // in (the data plane cannot connect to it).
-                address: t.id.clone(),
+                address: if tg.target_type == "ip" {
+                    t.id.clone()
+                } else {
+                    resolve(&t.id).unwrap_or_default()
+                },
                 port: t.port,
                 deregistered_at_ms: t.deregistered_at_ms,
             })
@@ -169,7 +178,7 @@ pub fn listener_rules(l: &ListenerRecord, rules: &[RuleRecord]) -> Vec<lb::Rule>
 }
 
 /// The whole configuration the data plane runs.
-pub fn lb_config(s: &Snapshot, now_ms: u64) -> LbConfig {
+pub fn lb_config(s: &Snapshot, now_ms: u64, resolve: &dyn Fn(&str) -> Option<String>) -> LbConfig {
     let mut load_balancers: Vec<lb::LoadBalancer> = s
         .lbs
         .iter()
@@ -199,8 +208,11 @@ pub fn lb_config(s: &Snapshot, now_ms: u64) -> LbConfig {
         })
         .collect();
     load_balancers.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut target_groups: Vec<lb::TargetGroup> =
-        s.tgs.iter().map(|t| target_group(t, now_ms)).collect();
+    let mut target_groups: Vec<lb::TargetGroup> = s
+        .tgs
+        .iter()
+        .map(|t| target_group(t, now_ms, resolve))
+        .collect();
     target_groups.sort_by(|a, b| a.name.cmp(&b.name));
     LbConfig {
         load_balancers,

@@ -31,7 +31,7 @@ pub mod validate;
 pub mod xml;
 
 pub use error::ElbError;
-pub use ops::Elb;
+pub use ops::{Elb, InstanceDirectory};
 
 /// Per-call facts the API layer knows and this crate needs.
 #[derive(Debug, Clone)]

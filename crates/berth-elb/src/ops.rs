@@ -545,6 +545,14 @@ pub struct Elb {
     store: Arc<dyn Store>,
     changes: watch::Sender<u64>,
     health: RwLock<Option<Arc<dyn HealthSource>>>,
+    instances: RwLock<Option<Arc<dyn InstanceDirectory>>>,
+}
+
+/// Where `instance` targets are found (implemented over ECS's container instances):
+/// the address of the host an `ec2InstanceId` names.
+pub trait InstanceDirectory: Send + Sync {
+    /// `None`: no such instance.
+    fn address(&self, instance_id: &str) -> Option<String>;
 }
 
 impl std::fmt::Debug for Elb {
@@ -562,7 +570,21 @@ impl Elb {
             store,
             changes,
             health: RwLock::new(None),
+            instances: RwLock::new(None),
         }
+    }
+
+    /// Where `instance` targets are resolved to addresses. Without one, instance
+    /// targets are accepted by id and never routed to.
+    pub fn set_instance_directory(&self, directory: Option<Arc<dyn InstanceDirectory>>) {
+        *self.instances.write().unwrap_or_else(|e| e.into_inner()) = directory;
+    }
+
+    fn instance_directory(&self) -> Option<Arc<dyn InstanceDirectory>> {
+        self.instances
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Where DescribeTargetHealth reads health from (the data plane), or none.
@@ -579,7 +601,11 @@ impl Elb {
     /// The whole configuration the data plane runs, read at one store revision.
     pub fn config(&self) -> LbConfig {
         match self.snapshot() {
-            Ok(s) => convert::lb_config(&s, now_ms()),
+            Ok(s) => {
+                let dir = self.instance_directory();
+                let resolve = |id: &str| dir.as_ref().and_then(|d| d.address(id));
+                convert::lb_config(&s, now_ms(), &resolve)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the load balancer configuration");
                 LbConfig::default()
@@ -1249,6 +1275,19 @@ impl Elb {
         Ok((d.id.clone(), port))
     }
 
+    /// An `instance` target must name a container instance (when the server has them).
+    fn check_instance(&self, t: &TgRecord, id: &str) -> Result<(), ElbError> {
+        let Some(dir) = self.instance_directory() else {
+            return Ok(());
+        };
+        if t.target_type != "instance" || dir.address(id).is_some() {
+            return Ok(());
+        }
+        Err(ElbError::InvalidTarget(format!(
+            "The following targets are not valid instances: '{id}': no container instance has this ec2InstanceId (see aws ecs describe-container-instances)"
+        )))
+    }
+
     fn register_targets(&self, i: TargetsInput) -> Result<Value, ElbError> {
         if i.targets.is_empty() {
             return Err(ElbError::Validation(
@@ -1262,6 +1301,7 @@ impl Elb {
             t.targets.retain(|x| convert::present(&tg, x, now));
             for d in &i.targets {
                 let (id, port) = Self::target(&t, d)?;
+                self.check_instance(&t, &id)?;
                 match t.targets.iter_mut().find(|x| x.id == id && x.port == port) {
                     Some(x) if x.deregistered_at_ms.is_some() => {
                         x.deregistered_at_ms = None;

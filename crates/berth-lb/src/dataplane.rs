@@ -186,20 +186,19 @@ impl DataPlane {
             let targets = tg
                 .targets
                 .iter()
-                .map(|t| {
+                // A target without an address (an instance nobody could resolve) is
+                // never routed to.
+                .filter_map(|t| {
                     let key = (tg.arn.clone(), t.id.clone(), t.port);
-                    let authority = SocketAddr::new(
-                        t.address.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-                        t.port,
-                    )
-                    .to_string();
-                    TargetRt {
+                    let ip: IpAddr = t.address.parse().ok()?;
+                    let authority = SocketAddr::new(ip, t.port).to_string();
+                    Some(TargetRt {
                         cookie: cookie_value(&format!("{}|{authority}", tg.arn)),
                         authority,
                         draining: t.deregistered_at_ms.is_some(),
                         cell: running.cells.get(&key).cloned().unwrap_or_default(),
                         config: t.clone(),
-                    }
+                    })
                 })
                 .collect();
             let mut group = tg.clone();

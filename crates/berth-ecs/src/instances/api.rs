@@ -211,6 +211,7 @@ impl Ecs {
                     .as_str()
                     .map(String::from)
                     .unwrap_or_else(|| ident.ec2_instance_id()),
+                address: old.and_then(|o| o.address.clone()),
                 id: ident.id.clone(),
                 arn: ident.arn.clone(),
                 cluster: ident.cluster.clone(),

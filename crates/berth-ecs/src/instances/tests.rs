@@ -51,7 +51,13 @@ fn register_instance_is_idempotent_per_agent() {
     assert_eq!(r.id.len(), 32);
     assert!(r.agent_connected);
     assert_eq!(r.status, "ACTIVE");
-    assert_eq!(r.ec2_instance_id, "10.0.0.5");
+    assert!(r.ec2_instance_id.starts_with("i-") && r.id.starts_with(&r.ec2_instance_id[2..]));
+    assert_eq!(r.address.as_deref(), Some("10.0.0.5"));
+    assert_eq!(
+        t.ecs.instance_address(&r.ec2_instance_id).as_deref(),
+        Some("10.0.0.5")
+    );
+    assert_eq!(t.ecs.instance_address("i-nothere"), None);
     assert_eq!(
         r.attributes["ecs.availability-zone"].as_deref(),
         Some("us-east-1a")

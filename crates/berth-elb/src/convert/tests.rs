@@ -108,7 +108,7 @@ fn snapshot() -> Snapshot {
 fn builds_config() {
     // Delay 300 s: 10.0.0.2 (deregistered at 1 s) drains until 301 s, 10.0.0.3 (at
     // 0 s) until 300 s; at 200 s both are there, at 300.5 s only 10.0.0.2 is.
-    let c = lb_config(&snapshot(), 200_000);
+    let c = lb_config(&snapshot(), 200_000, &|_| None);
     let lb = &c.load_balancers[0];
     assert_eq!(lb.idle_timeout_secs, 90);
     let rules = &lb.listeners[0].rules;
@@ -135,7 +135,7 @@ fn builds_config() {
     assert_eq!(t.health_check.matcher, vec![(200, 299)]);
     assert_eq!(t.health_check.path, "/health");
     assert_eq!(t.health_check.port, None);
-    let later = lb_config(&snapshot(), 300_500);
+    let later = lb_config(&snapshot(), 300_500, &|_| None);
     let ids: Vec<&str> = later.target_groups[0]
         .targets
         .iter()
@@ -144,16 +144,31 @@ fn builds_config() {
     assert_eq!(ids, vec!["10.0.0.1", "10.0.0.2"]);
 }
 
+/// Instance targets get the address their directory gives; unknown ones none; ip
+/// targets are their own address.
+#[test]
+fn instance_addresses() {
+    let mut t = tg(vec![target("i-1", None), target("i-2", None)]);
+    t.target_type = "instance".into();
+    let resolve = |id: &str| (id == "i-1").then(|| "10.1.0.2".to_string());
+    let g = target_group(&t, 0, &resolve);
+    let addrs: Vec<&str> = g.targets.iter().map(|t| t.address.as_str()).collect();
+    assert_eq!(addrs, vec!["10.1.0.2", ""]);
+    t.target_type = "ip".into();
+    t.targets = vec![target("10.0.0.9", None)];
+    assert_eq!(target_group(&t, 0, &resolve).targets[0].address, "10.0.0.9");
+}
+
 /// Stickiness reaches the data plane only when enabled with lb_cookie.
 #[test]
 fn stickiness() {
     let mut t = tg(vec![]);
-    assert_eq!(target_group(&t, 0).stickiness_secs, None);
+    assert_eq!(target_group(&t, 0, &|_| None).stickiness_secs, None);
     t.attributes
         .insert("stickiness.enabled".into(), "true".into());
     t.attributes
         .insert("stickiness.lb_cookie.duration_seconds".into(), "120".into());
-    assert_eq!(target_group(&t, 0).stickiness_secs, Some(120));
+    assert_eq!(target_group(&t, 0, &|_| None).stickiness_secs, Some(120));
 }
 
 /// Which load balancers use a target group, from listeners and rules.
