@@ -8,7 +8,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 BERTH_BIN ?= $(TARGET_DIR)/debug/berth
 export VENV BERTH_BIN
 
-.PHONY: all build release deps test test-rust test-integration lint demo bench clean
+.PHONY: all build release deps test test-rust test-integration lint demo down bench clean
 
 all: build
 
@@ -34,8 +34,12 @@ test-integration: build
 # The whole suite: lint, unit tests, integration tests with real clients.
 test: deps lint test-rust test-integration
 
+# The forum example running (see README); `make down` stops and removes it.
 demo: deps build
 	bash scripts/demo.sh
+
+down:
+	bash scripts/down.sh
 
 bench: deps release
 	BERTH_BIN=$(TARGET_DIR)/release/berth bash bench/run.sh

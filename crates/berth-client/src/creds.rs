@@ -50,9 +50,13 @@ pub fn parse_profile(text: &str, profile: &str) -> Option<(String, String)> {
     Some((id?, secret?))
 }
 
+/// The credentials file of `berth server` with its default data directory.
+pub const DEFAULT_SERVER_CREDENTIALS: &str = "/var/lib/berth/credentials";
+
 impl Credentials {
-    /// Environment, then AWS_SHARED_CREDENTIALS_FILE, then `DATA_DIR/credentials`,
-    /// then `~/.aws/credentials`.
+    /// Looks in order at: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `data_dir`'s
+    /// credentials file, `AWS_SHARED_CREDENTIALS_FILE`, `~/.aws/credentials`, and the
+    /// credentials of a local server with the default data directory.
     pub fn discover(data_dir: Option<&Path>) -> Result<Self, CredentialError> {
         let region = std::env::var("AWS_REGION")
             .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
@@ -78,6 +82,8 @@ impl Credentials {
         if let Ok(home) = std::env::var("HOME") {
             candidates.push(Path::new(&home).join(".aws/credentials"));
         }
+        // Last, what a local `berth server` with the default data directory wrote.
+        candidates.push(PathBuf::from(DEFAULT_SERVER_CREDENTIALS));
         for path in candidates {
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,

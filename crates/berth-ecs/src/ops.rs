@@ -485,6 +485,8 @@ pub(crate) struct TasksInput {
     pub(crate) container_instance: Option<String>,
     pub(crate) family: Option<String>,
     pub(crate) started_by: Option<String>,
+    /// ListTasks: the tasks of this service (a name or an ARN).
+    pub(crate) service_name: Option<String>,
     pub(crate) desired_status: Option<String>,
     pub(crate) launch_type: Option<String>,
     pub(crate) next_token: Option<String>,
@@ -1558,6 +1560,12 @@ impl Ecs {
             // ECS: a desiredStatus of PENDING matches nothing (no task is desired PENDING).
             .filter(|t| t.task.desired_status == desired)
             .filter(|t| i.family.as_ref().is_none_or(|f| t.family() == f))
+            .filter(|t| {
+                i.service_name.as_deref().is_none_or(|s| {
+                    let name = s.rsplit('/').next().unwrap_or(s);
+                    t.task.group.strip_prefix("service:") == Some(name)
+                })
+            })
             .filter(|t| {
                 i.started_by
                     .as_ref()

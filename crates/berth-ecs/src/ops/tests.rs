@@ -552,8 +552,14 @@ fn list_tasks() {
         arns(t.ok("ListTasks", json!({"containerInstance": "x"}))),
         0
     );
+    // serviceName: the tasks of that service (by its group), by name or ARN.
+    assert_eq!(arns(t.ok("ListTasks", json!({"serviceName": "web"}))), 0);
+    t.run(json!({"taskDefinition": "api", "group": "service:api"}));
+    assert_eq!(arns(t.ok("ListTasks", json!({"serviceName": "api"}))), 1);
+    let arn = "arn:aws:ecs:us-east-1:123456789012:service/default/api";
+    assert_eq!(arns(t.ok("ListTasks", json!({"serviceName": arn}))), 1);
     t.ok("StopTask", json!({"task": w[0]["taskArn"]}));
-    assert_eq!(arns(t.ok("ListTasks", json!({}))), 3);
+    assert_eq!(arns(t.ok("ListTasks", json!({}))), 4);
     assert_eq!(
         t.ok("ListTasks", json!({"desiredStatus": "STOPPED"}))["taskArns"],
         json!([w[0]["taskArn"]])
@@ -564,7 +570,7 @@ fn list_tasks() {
         "ListTasks",
         json!({"maxResults": 2, "nextToken": p1["nextToken"]}),
     );
-    assert_eq!(arns(p2.clone()), 1);
+    assert_eq!(arns(p2.clone()), 2);
     assert!(p2.get("nextToken").is_none());
     assert_eq!(
         t.err("ListTasks", json!({"desiredStatus": "GONE"})).0,

@@ -12,10 +12,10 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:5000";
 #[derive(clap::Args, Debug)]
 pub struct ClientArgs {
     /// URL of the berth server (its --listen address).
-    #[arg(long, alias = "endpoint", env = "BERTH_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    #[arg(long, alias = "endpoint", env = "BERTH_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
     pub endpoint_url: String,
     /// Data directory of a local berth server, to use the credentials it wrote there.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
 }
 

@@ -71,7 +71,7 @@ pub struct ClusterArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// ECS cluster.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", global = true)]
     pub cluster: String,
 }
 
