@@ -195,3 +195,16 @@ def test_down_leaves_nothing_behind(demo):
     # Harmless a second time.
     again = demo.run("down.sh")
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_demo_again_after_down(demo):
+    """`make demo` after `make down` works again (on the same ports and directory)."""
+    assert not demo.data.exists()
+    try:
+        p = demo.run("demo.sh")
+        assert p.returncode == 0, p.stdout + p.stderr
+        r = requests.post(f"{demo.base}/users", json={"name": "again"}, timeout=10)
+        assert r.status_code == 201 and r.json()["id"] == 2  # the demo's own check made user 1
+    finally:
+        down = demo.run("down.sh")
+    assert down.returncode == 0 and not demo.data.exists()
