@@ -4,6 +4,7 @@
 //! not draining — ELB's fail-open; a draining target never gets a new request).
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +52,8 @@ pub struct TargetRt {
     pub config: Target,
     /// `address:port`, what connections go to.
     pub authority: String,
+    /// The same as an address.
+    pub addr: SocketAddr,
     /// Deregistered: requests in flight finish, no new ones.
     pub draining: bool,
     /// The `AWSALB` value naming this target.
@@ -200,6 +203,7 @@ mod tests {
                 deregistered_at_ms: draining.then_some(1),
             },
             cookie: cookie_value(&authority),
+            addr: authority.parse().unwrap(),
             authority,
             draining,
             cell,

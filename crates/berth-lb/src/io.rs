@@ -38,7 +38,20 @@ impl<T> IdleIo<T> {
         }
     }
 
-    fn touch(&mut self) {
+    /// The wrapped I/O object.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Starts the idle clock anew with limit `idle` (a connection taken from a pool
+    /// for a listener of its own timeout).
+    pub fn reset(&mut self, idle: Duration) {
+        self.idle = idle;
+        self.touch();
+    }
+
+    /// Counts now as the last activity.
+    pub fn touch(&mut self) {
         self.last = Instant::now();
     }
 

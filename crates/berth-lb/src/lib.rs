@@ -15,10 +15,13 @@
 
 pub mod balance;
 pub mod config;
+pub mod conn;
 pub mod dataplane;
 pub mod error;
+pub mod h1;
 pub mod health;
 pub mod io;
+pub mod prefixed;
 pub mod proxy;
 pub mod rules;
 
