@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -30,6 +30,7 @@ use crate::error::RateLimited;
 use crate::h1::pool::Pool;
 use crate::health;
 use crate::proxy::{ConnCtx, ListenerRt, Shared, Snapshot, CONNECT_TIMEOUT};
+use crate::runtime::Engine;
 
 /// How long pooled connections to targets stay open unused.
 pub const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -78,7 +79,7 @@ struct Running {
 
 /// The Application Load Balancer's data plane.
 pub struct DataPlane {
-    runtime: Option<Runtime>,
+    engine: Option<Engine>,
     handle: Handle,
     bind: IpAddr,
     shared: Arc<Shared>,
@@ -97,11 +98,7 @@ impl DataPlane {
     /// Starts an empty data plane on a runtime of its own with `threads` worker
     /// threads; listeners bind on `bind` as [`DataPlane::apply`] asks for them.
     pub fn start(bind: IpAddr, threads: usize) -> io::Result<DataPlane> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("berth-lb")
-            .enable_all()
-            .build()?;
+        let engine = Engine::start(threads.max(1), "berth-lb")?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -110,8 +107,8 @@ impl DataPlane {
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(DataPlane {
-            handle: runtime.handle().clone(),
-            runtime: Some(runtime),
+            handle: engine.handle().clone(),
+            engine: Some(engine),
             bind,
             shared: Arc::new(Shared {
                 snapshot: RwLock::new(Arc::new(Snapshot::default())),
@@ -334,21 +331,8 @@ impl DataPlane {
                 })
                 .collect()
         };
-        let Some(runtime) = self.runtime.take() else {
-            return;
-        };
-        if Handle::try_current().is_ok() {
-            runtime.shutdown_background();
-        } else {
-            runtime.block_on(async {
-                let all = async {
-                    for t in tasks {
-                        let _ = t.await;
-                    }
-                };
-                let _ = tokio::time::timeout(SHUTDOWN_GRACE, all).await;
-            });
-            runtime.shutdown_timeout(Duration::from_millis(100));
+        if let Some(engine) = self.engine.take() {
+            engine.stop(tasks, SHUTDOWN_GRACE);
         }
     }
 }

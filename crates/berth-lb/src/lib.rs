@@ -24,5 +24,6 @@ pub mod io;
 pub mod prefixed;
 pub mod proxy;
 pub mod rules;
+pub mod runtime;
 
 pub use dataplane::{ApplyError, DataPlane};
