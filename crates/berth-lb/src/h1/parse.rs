@@ -164,10 +164,8 @@ pub fn summarize<'b>(fields: &[Header<'b>]) -> Result<Summary<'b>, HeadError> {
     for f in fields {
         let name = f.name.as_bytes();
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
-                if s.host.is_none() {
-                    s.host = std::str::from_utf8(f.value).ok();
-                }
+            4 if s.host.is_none() && name.eq_ignore_ascii_case(b"host") => {
+                s.host = std::str::from_utf8(f.value).ok();
             }
             6 if name.eq_ignore_ascii_case(b"cookie") => {
                 s.cookies += 1;
