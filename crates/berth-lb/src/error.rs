@@ -104,14 +104,14 @@ pub fn respond(err: &ProxyError) -> Response<ProxyBody> {
     let status = err.status();
     let mut res = Response::new(full(Bytes::from(page(status))));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html"),
-    );
-    res.headers_mut().insert(
-        header::SERVER,
-        header::HeaderValue::from_static("awselb/2.0"),
-    );
+    for (name, value) in PAGE_FIELDS {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_bytes(value),
+        ) {
+            res.headers_mut().insert(n, v);
+        }
+    }
     res
 }
 

@@ -1,9 +1,12 @@
-//! One request through a listener, in stages: `route` (the configuration snapshot of
-//! the moment, the first matching rule), `act` (fixed-response, redirect or
-//! forward), `balance` (group and target), `forward` (headers rewritten, the pooled
-//! client, the target timeout) or `upgrade` (a connection of its own, bytes copied
-//! both ways). Every stage returns a [`ProxyError`] that names its side; the status
-//! is made once, in [`handle`].
+//! The decision every request gets, and hyper's path for the requests the HTTP/1.1
+//! fast path ([`crate::h1`]) leaves to it. [`decide`] is the one place a request
+//! meets the configuration: the snapshot of the moment, the first matching rule,
+//! and for a forward the group and target (stickiness cookies included); both
+//! paths call it. Hyper's path then goes through its stages: `route` (decide),
+//! `act` (fixed-response, redirect or forward), `forward` (headers rewritten,
+//! hyper's pooled client, the target timeout) or `upgrade` (a connection of its
+//! own, bytes copied both ways). Every stage returns a [`ProxyError`] that names
+//! its side; the status is made once, in [`handle`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -26,6 +29,7 @@ use hyper_util::rt::TokioIo;
 use crate::balance::{self, GroupRt, TargetRt};
 use crate::config::{Action, Protocol, Rule};
 use crate::error::{log_error, respond, ProxyError, RateLimited};
+use crate::h1::parse::hop_by_hop;
 use crate::h1::pool::Pool;
 use crate::io::Busy;
 use crate::rules::{self, RedirectInput, RequestView};
@@ -366,23 +370,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .chain(headers.keys().filter(|n| hop_by_hop(n.as_str())).cloned())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// The request as the target gets it: origin host kept, hop-by-hop fields removed
@@ -405,15 +397,17 @@ fn upstream_request(
             .map_err(|_| ProxyError::BadRequest(format!("host {host:?}")))?;
         parts.headers.insert(header::HOST, h);
     }
-    let client = ctx.peer.ip().to_canonical().to_string();
-    let xff = match parts
+    let mut xff = String::new();
+    for prev in parts
         .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
     {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client,
-    };
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    xff.push_str(&ctx.peer.ip().to_canonical().to_string());
     let xff = HeaderValue::from_str(&xff)
         .map_err(|_| ProxyError::BadRequest("x-forwarded-for".into()))?;
     parts.headers.insert("x-forwarded-for", xff);

@@ -35,7 +35,7 @@ use crate::prefixed::Prefixed;
 use crate::proxy::{
     decide, join_cookies, path_and_query, protocol_name, ConnCtx, Decision, Snapshot, StickyCookie,
 };
-use crate::rules::RequestView;
+use crate::rules::{self, RequestView};
 use parse::{Framing, MAX_HEADERS};
 use relay::{Body, READ_CHUNK};
 use rewrite::Forwarded;
@@ -288,14 +288,23 @@ fn prepare<'s>(
     };
 
     let (path, query) = path_and_query(head.target);
-    let mut pairs = [("", ""); MAX_HEADERS];
-    let mut n = 0;
-    for f in head.fields {
-        if let Ok(v) = std::str::from_utf8(f.value) {
-            pairs[n] = (f.name, v);
-            n += 1;
+    let listener = snap.listener(ctx.port);
+    // The fields as the rules see them, only if a rule looks at any.
+    let mut pairs;
+    let headers: &[(&str, &str)] = match &listener {
+        Ok(l) if rules::uses_headers(&l.rules) => {
+            pairs = [("", ""); MAX_HEADERS];
+            let mut n = 0;
+            for f in head.fields {
+                if let Ok(v) = std::str::from_utf8(f.value) {
+                    pairs[n] = (f.name, v);
+                    n += 1;
+                }
+            }
+            &pairs[..n]
         }
-    }
+        _ => &[],
+    };
     let cookies = if summary.cookies > 1 {
         join_cookies(
             head.fields
@@ -311,12 +320,11 @@ fn prepare<'s>(
         path,
         query,
         host: summary.host.unwrap_or(""),
-        headers: &pairs[..n],
+        headers,
         client_ip: ctx.peer.ip(),
     };
-    let decided = snap
-        .listener(ctx.port)
-        .and_then(|l| Ok((l, decide(snap, l, ctx.port, &view, cookies.as_deref())?)));
+    let decided =
+        listener.and_then(|l| Ok((l, decide(snap, l, ctx.port, &view, cookies.as_deref())?)));
     // A body the load balancer answers without reading: close after answering.
     let local_close = |req: &mut Req| {
         req.keep_alive &= req.body.is_done();

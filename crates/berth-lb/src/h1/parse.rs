@@ -3,7 +3,9 @@
 //! proxy needs — framing (§6.3), persistence (§9.3), and whether the request is one
 //! the fast path leaves to hyper.
 
-use httparse::{Header, Status, EMPTY_HEADER};
+use std::mem::MaybeUninit;
+
+use httparse::{Header, Status};
 
 /// The largest head accepted, request or response (ALB's limit for a request head).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -13,12 +15,13 @@ pub const MAX_HEADERS: usize = 100;
 /// far as HTTP/1 parsing can tell it apart.
 pub const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
-/// Room for the fields of one head.
-pub type Fields<'b> = [Header<'b>; MAX_HEADERS];
+/// Room for the fields of one head (left uninitialized: httparse writes the ones
+/// it finds, so a parse costs nothing for the room it does not use).
+pub type Fields<'b> = [MaybeUninit<Header<'b>>; MAX_HEADERS];
 
 /// An empty field array for [`request`] and [`response`].
 pub fn fields<'b>() -> Fields<'b> {
-    [EMPTY_HEADER; MAX_HEADERS]
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 /// Why a head cannot be used.
@@ -71,10 +74,13 @@ fn map_err(e: httparse::Error) -> HeadError {
 /// A request head from the start of `buf`; `None` until the head is complete.
 pub fn request<'b, 'h>(
     buf: &'b [u8],
-    fields: &'h mut [Header<'b>],
+    fields: &'h mut [MaybeUninit<Header<'b>>],
 ) -> Result<Option<RequestHead<'b, 'h>>, HeadError> {
-    let mut req = httparse::Request::new(fields);
-    match req.parse(buf).map_err(map_err)? {
+    let mut req = httparse::Request::new(&mut []);
+    match req
+        .parse_with_uninit_headers(buf, fields)
+        .map_err(map_err)?
+    {
         Status::Partial if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
         Status::Partial => Ok(None),
         Status::Complete(len) if len > MAX_HEAD => Err(HeadError::TooLarge),
@@ -91,10 +97,13 @@ pub fn request<'b, 'h>(
 /// A response head from the start of `buf`; `None` until the head is complete.
 pub fn response<'b, 'h>(
     buf: &'b [u8],
-    fields: &'h mut [Header<'b>],
+    fields: &'h mut [MaybeUninit<Header<'b>>],
 ) -> Result<Option<ResponseHead<'b, 'h>>, HeadError> {
-    let mut res = httparse::Response::new(fields);
-    match res.parse(buf).map_err(map_err)? {
+    let mut res = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, fields)
+        .map_err(map_err)?
+    {
         Status::Partial if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
         Status::Partial => Ok(None),
         Status::Complete(len) if len > MAX_HEAD => Err(HeadError::TooLarge),
