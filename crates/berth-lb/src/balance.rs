@@ -180,12 +180,13 @@ pub fn random() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{HealthCheck, Protocol};
     use crate::health::Probe;
 
-    fn target(i: u8, draining: bool, healthy: bool) -> TargetRt {
+    /// Target `10.0.0.i:80`.
+    pub(crate) fn target(i: u8, draining: bool, healthy: bool) -> TargetRt {
         let cell = Arc::new(HealthCell::default());
         if healthy {
             let check = HealthCheck {
@@ -210,7 +211,8 @@ mod tests {
         }
     }
 
-    fn group(targets: Vec<TargetRt>, checks: bool) -> GroupRt {
+    /// Group `tg` of `targets`, health checks on if `checks`.
+    pub(crate) fn group(targets: Vec<TargetRt>, checks: bool) -> GroupRt {
         GroupRt {
             config: TargetGroup {
                 arn: "tg".into(),

@@ -255,6 +255,15 @@ async fn connect(port: u16) -> (TcpStream, BytesMut) {
     )
 }
 
+/// A raw backend and a data plane (two threads) forwarding a free port to it.
+async fn behind_raw() -> (RawBackend, berth_lb::DataPlane, u16) {
+    let b = RawBackend::start().await;
+    let port = free_port();
+    let dp = data_plane();
+    dp.apply(b.config(port)).unwrap();
+    (b, dp, port)
+}
+
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n")
 }
@@ -263,10 +272,7 @@ fn get(path: &str) -> String {
 /// connection; pipelined requests are answered in order.
 #[tokio::test]
 async fn keep_alive_reuse_and_pipelining() {
-    let b = RawBackend::start().await;
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(b.config(port)).unwrap();
+    let (b, dp, port) = behind_raw().await;
     let (mut s, mut buf) = connect(port).await;
     for i in 0..10 {
         s.write_all(get(&format!("/seq/{i}")).as_bytes())
@@ -290,10 +296,7 @@ async fn keep_alive_reuse_and_pipelining() {
 /// is delimited by the close too.
 #[tokio::test]
 async fn chunked_and_close_delimited_responses() {
-    let b = RawBackend::start().await;
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(b.config(port)).unwrap();
+    let (_backend, dp, port) = behind_raw().await;
     let (mut s, mut buf) = connect(port).await;
     s.write_all(get("/chunked").as_bytes()).await.unwrap();
     let r = response(&mut s, &mut buf, false).await;
@@ -321,10 +324,7 @@ async fn chunked_and_close_delimited_responses() {
 /// Request bodies reach the target: with a length (sent in pieces) and chunked.
 #[tokio::test]
 async fn request_bodies() {
-    let b = RawBackend::start().await;
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(b.config(port)).unwrap();
+    let (_backend, dp, port) = behind_raw().await;
     let (mut s, mut buf) = connect(port).await;
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello")
         .await
@@ -346,10 +346,7 @@ async fn request_bodies() {
 /// connection is read right after it.
 #[tokio::test]
 async fn head_has_no_body() {
-    let b = RawBackend::start().await;
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(b.config(port)).unwrap();
+    let (_backend, dp, port) = behind_raw().await;
     let (mut s, mut buf) = connect(port).await;
     s.write_all(b"HEAD /h HTTP/1.1\r\n\r\n").await.unwrap();
     let r = response(&mut s, &mut buf, true).await;
@@ -368,10 +365,7 @@ async fn head_has_no_body() {
 /// target it costs only the target's connection.
 #[tokio::test]
 async fn connection_close_either_side() {
-    let b = RawBackend::start().await;
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(b.config(port)).unwrap();
+    let (_backend, dp, port) = behind_raw().await;
     let (mut s, mut buf) = connect(port).await;
     s.write_all(b"GET /close HTTP/1.1\r\n\r\n").await.unwrap();
     let r = response(&mut s, &mut buf, false).await;
@@ -391,10 +385,7 @@ async fn connection_close_either_side() {
 /// target that closed a pooled connection: the request is sent again on a new one.
 #[tokio::test]
 async fn bad_gateway_and_retry() {
-    let b = RawBackend::start().await;
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(b.config(port)).unwrap();
+    let (_backend, dp, port) = behind_raw().await;
     let (mut s, mut buf) = connect(port).await;
     s.write_all(get("/half").as_bytes()).await.unwrap();
     let r = response(&mut s, &mut buf, false).await;
@@ -413,10 +404,7 @@ async fn bad_gateway_and_retry() {
 /// Malformed and oversized heads: 400 and the connection closed.
 #[tokio::test]
 async fn bad_requests() {
-    let b = RawBackend::start().await;
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(b.config(port)).unwrap();
+    let (b, dp, port) = behind_raw().await;
     let (mut s, mut buf) = connect(port).await;
     s.write_all(b"GET / HTTP/1.1\r\nBad Field\r\n\r\n")
         .await
@@ -440,10 +428,7 @@ async fn bad_requests() {
 /// prior knowledge is served by hyper from the first byte.
 #[tokio::test]
 async fn upgrade_and_http2_go_to_hyper() {
-    let b = RawBackend::start().await;
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(b.config(port)).unwrap();
+    let (_backend, dp, port) = behind_raw().await;
     let (mut s, mut buf) = connect(port).await;
     let both = format!(
         "{}GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",

@@ -165,7 +165,7 @@ impl Conn {
                     Prep::HandOver => return Step::HandOver,
                     Prep::Reject(err) => {
                         log_error(&self.ctx.shared.log_gate, self.ctx.port, &err);
-                        error_response(&mut self.back, &err, false, true);
+                        error_response(&mut self.back, &err, false, Some(true));
                         let _ = self.io.write_all(&self.back).await;
                         return Step::Close;
                     }
@@ -212,7 +212,7 @@ impl Conn {
         log_error(&self.ctx.shared.log_gate, self.ctx.port, &err);
         let close = !req.keep_alive || !body_done || self.stopping();
         self.back.clear();
-        error_response(&mut self.back, &err, req.head_method, close);
+        error_response(&mut self.back, &err, req.head_method, Some(close));
         if self.io.write_all(&self.back).await.is_err() || close {
             Step::Close
         } else {
@@ -221,8 +221,8 @@ impl Conn {
     }
 }
 
-/// ELB's error page for `err`.
-fn error_response(back: &mut Vec<u8>, err: &ProxyError, head_method: bool, close: bool) {
+/// ELB's error page for `err`; `close` as in [`rewrite::local_response`].
+fn error_response(back: &mut Vec<u8>, err: &ProxyError, head_method: bool, close: Option<bool>) {
     let status = err.status();
     rewrite::local_response(
         back,
@@ -230,7 +230,7 @@ fn error_response(back: &mut Vec<u8>, err: &ProxyError, head_method: bool, close
         &PAGE_FIELDS,
         page(status).as_bytes(),
         head_method,
-        Some(close),
+        close,
     );
 }
 
@@ -334,15 +334,7 @@ fn prepare<'s>(
         Err(err) => {
             log_error(&ctx.shared.log_gate, ctx.port, &err);
             let close = local_close(&mut req);
-            let status = err.status();
-            rewrite::local_response(
-                back,
-                status,
-                &PAGE_FIELDS,
-                page(status).as_bytes(),
-                head_method,
-                close,
-            );
+            error_response(back, &err, head_method, close);
             Prep::Local(req)
         }
         Ok((

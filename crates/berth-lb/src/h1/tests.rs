@@ -7,10 +7,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::balance::{GroupRt, HealthCell, TargetRt};
-use crate::config::{
-    Action, Condition, HealthCheck, Protocol, Rule, Target, TargetGroup, WeightedTargetGroup,
-};
+use crate::balance;
+use crate::config::{Action, Condition, Protocol, Rule, WeightedTargetGroup};
 use crate::error::RateLimited;
 use crate::h1::pool::Pool;
 use crate::proxy::{ListenerRt, Shared};
@@ -33,37 +31,7 @@ fn ctx() -> ConnCtx {
 
 /// `/fixed*` answered by the load balancer, the rest forwarded to 10.0.0.1:80.
 fn snapshot() -> Snapshot {
-    let target = Target {
-        id: "t".into(),
-        address: "10.0.0.1".into(),
-        port: 80,
-        deregistered_at_ms: None,
-    };
-    let group = GroupRt {
-        config: TargetGroup {
-            arn: "tg".into(),
-            name: "tg".into(),
-            protocol: Protocol::Http,
-            port: 80,
-            health_check: HealthCheck {
-                enabled: false,
-                ..HealthCheck::default()
-            },
-            deregistration_delay_secs: 0,
-            stickiness_secs: None,
-            targets: vec![],
-        },
-        in_use: true,
-        targets: vec![TargetRt {
-            config: target,
-            authority: "10.0.0.1:80".into(),
-            addr: "10.0.0.1:80".parse().unwrap(),
-            draining: false,
-            cookie: "c".into(),
-            cell: Arc::new(HealthCell::default()),
-        }],
-        next: AtomicUsize::new(0),
-    };
+    let group = balance::tests::group(vec![balance::tests::target(1, false, false)], false);
     let rules = vec![
         Rule {
             arn: "fixed".into(),
