@@ -141,7 +141,8 @@ pub struct Summary<'b> {
     pub transfer_encoding: bool,
     /// The final transfer coding is `chunked`.
     pub chunked: bool,
-    /// Any `Connection` field (the fields it names are hop-by-hop too).
+    /// A `Connection` field names a field besides `close`, `keep-alive` and
+    /// `upgrade` (those are hop-by-hop anyway): that field is hop-by-hop too.
     pub connection: bool,
     /// `Connection: close`.
     pub close: bool,
@@ -185,7 +186,6 @@ pub fn summarize<'b>(fields: &[Header<'b>]) -> Result<Summary<'b>, HeadError> {
             6 if name.eq_ignore_ascii_case(b"expect") => s.expect = true,
             7 if name.eq_ignore_ascii_case(b"upgrade") => s.upgrade = true,
             10 if name.eq_ignore_ascii_case(b"connection") => {
-                s.connection = true;
                 for t in tokens(f.value) {
                     if t.eq_ignore_ascii_case(b"close") {
                         s.close = true;
@@ -193,6 +193,8 @@ pub fn summarize<'b>(fields: &[Header<'b>]) -> Result<Summary<'b>, HeadError> {
                         s.keep_alive = true;
                     } else if t.eq_ignore_ascii_case(b"upgrade") {
                         s.connection_upgrade = true;
+                    } else {
+                        s.connection = true;
                     }
                 }
             }

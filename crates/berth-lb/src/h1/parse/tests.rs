@@ -68,6 +68,8 @@ fn summaries() {
     assert_eq!(s.content_length, Some(5));
     assert!(s.connection && s.close && s.keep_alive && !s.connection_upgrade);
     assert_eq!((s.cookies, s.cookie), (2, Some("a=1")));
+    let s = summary_of(b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n");
+    assert!(!s.connection, "only hop-by-hop fields named");
     let s = summary_of(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n");
     assert!(s.transfer_encoding && s.chunked);
     let s = summary_of(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
