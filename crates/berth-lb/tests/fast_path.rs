@@ -490,3 +490,27 @@ async fn listener_removed_gracefully() {
     assert!(closed(&mut s, &mut buf).await);
     dp.shutdown();
 }
+
+/// The idle timeout closes a keep-alive connection that has sent nothing for
+/// that long (1 s here), not sooner.
+#[tokio::test]
+async fn idle_connection_closed() {
+    let b = RawBackend::start().await;
+    let port = free_port();
+    let dp = data_plane();
+    let mut cfg = b.config(port);
+    cfg.load_balancers[0].idle_timeout_secs = 1;
+    dp.apply(cfg).unwrap();
+    let (mut s, mut buf) = connect(port).await;
+    s.write_all(get("/").as_bytes()).await.unwrap();
+    assert_eq!(response(&mut s, &mut buf, false).await.status, 200);
+    let start = std::time::Instant::now();
+    assert!(closed(&mut s, &mut buf).await);
+    let waited = start.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900)
+            && waited < std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    dp.shutdown();
+}
