@@ -1,7 +1,7 @@
 //! The data plane's tokio runtime. With one thread it is a current-thread runtime
-//! driven by an OS thread of its own (no work-stealing machinery: measured cheaper
-//! per request than a multi-thread runtime of one worker, see `docs/lb.md`); with
-//! more, tokio's multi-thread scheduler.
+//! driven by an OS thread of its own (no work-stealing machinery; against a
+//! multi-thread runtime of one worker it measured the same rate with a lower, steadier
+//! p99: `bench/README.md`); with more, tokio's multi-thread scheduler.
 
 use std::io;
 use std::thread;
