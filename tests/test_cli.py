@@ -94,6 +94,21 @@ def test_images_lists_tags(berth_bin, berth, ecr, unique_name, context):
     assert "shown" in line and digest.split(":")[1][:12] in line
 
 
+def test_output_into_a_closed_pipe_is_not_a_crash(berth_bin, berth):
+    """`berth images | head`: a reader that went away ends the output quietly (the
+    shell's SIGPIPE status), with no panic on stderr."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([str(berth_bin), "images", "--endpoint-url", berth.url, "--data-dir",
+                            str(berth.data_dir)], stdout=w, stderr=subprocess.PIPE, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+    finally:
+        os.close(w)
+    assert p.returncode == 141, p.stderr
+    assert "panicked" not in p.stderr, p.stderr
+
+
 def test_cli_errors_are_clear(berth_bin, berth, unique_name, context, tmp_path):
     """A Dockerfile outside the subset names its line; pushing to a missing repository says so; both exit non-zero."""
     (context / "Dockerfile").write_text("FROM scratch\nSHELL [\"/bin/sh\", \"-c\"]\n")

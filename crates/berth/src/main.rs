@@ -83,7 +83,27 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
+/// `berth service ls | head`: stdout closed by the reader is the end of the output, not
+/// a crash. Rust ignores SIGPIPE, so `println!` panics on EPIPE; this hook exits quietly
+/// with the shell's status for SIGPIPE instead, and leaves every other panic as it was.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> anyhow::Result<()> {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
