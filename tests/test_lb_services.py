@@ -182,8 +182,14 @@ def test_lb_and_service_cli(env, berth_bin):
         "--health-path", "/users/", "--dns", f"topics.{ns}", image, *WEB)
     wait_for(lambda: cli("lb", "targets", lb).count("healthy") == 2, "2 healthy targets in berth lb targets",
              deadline_s=60)
-    ips = sorted(_ip(t) for t in _running(ecs, "topics"))
-    assert len(ips) == 2
+    # The service settles on its 2 tasks (a replacement may still be on its way when the
+    # targets first read healthy); its events say why if it does not.
+    try:
+        ips = wait_for(lambda: (r := sorted(_ip(t) for t in _running(ecs, "topics"))) and len(r) == 2 and r,
+                       "the service's 2 tasks", deadline_s=60)
+    except TimeoutError as e:
+        events = [v["message"] for v in ecs.describe_services(services=["topics"])["services"][0]["events"]]
+        raise AssertionError(f"{e}; service events: {events}") from e
     r = requests.get(f"http://127.0.0.1:{port}/users/", timeout=5)
     assert r.status_code == 200
     assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 404
