@@ -26,8 +26,8 @@ impl std::fmt::Debug for Links {
 pub struct Hosts(pub Arc<berth_ecs::Ecs>);
 
 impl berth_elb::InstanceDirectory for Hosts {
-    fn address(&self, instance_id: &str) -> Option<String> {
-        self.0.instance_address(instance_id)
+    fn addresses(&self) -> std::collections::HashMap<String, String> {
+        self.0.instance_addresses()
     }
 }
 

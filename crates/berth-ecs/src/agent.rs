@@ -386,15 +386,15 @@ impl Ecs {
         Ok(rec.arn)
     }
 
-    /// The address of the container instance whose `ec2InstanceId` is `id` (what a
-    /// load balancer's `instance` target is sent to); `None`: no such instance, or
-    /// one registered through the API with no agent behind it.
-    pub fn instance_address(&self, id: &str) -> Option<String> {
+    /// The address of every container instance that has one, by `ec2InstanceId` (where
+    /// a load balancer's `instance` targets are sent); instances registered through the
+    /// API, with no agent behind them, have none. One read of the store.
+    pub fn instance_addresses(&self) -> std::collections::HashMap<String, String> {
         self.list::<InstanceRecord>("/ecs/instances/")
-            .ok()?
+            .unwrap_or_default()
             .into_iter()
-            .find(|(_, r, _)| r.ec2_instance_id == id)
-            .and_then(|(_, r, _)| r.address)
+            .filter_map(|(_, r, _)| Some((r.ec2_instance_id, r.address?)))
+            .collect()
     }
 
     /// Records a heartbeat (lastHeartbeat time, agentConnected=true).

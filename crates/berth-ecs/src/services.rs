@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use berth_state::{Compare, Op, StateError};
 use serde::{Deserialize, Serialize};
 
+use crate::instances::InstanceRecord;
 use crate::links::{LinkTask, LoadBalancerLink, RegistryLink, ServiceLinks, TargetRef, TargetTask};
 use serde_json::{json, Value};
 
@@ -358,13 +359,21 @@ fn registry_links(r: &ServiceRecord) -> Vec<(String, Option<u16>)> {
         .collect()
 }
 
+/// The [`HostIds`] of `instances`.
+fn host_ids(instances: &[InstanceRecord]) -> HostIds {
+    instances
+        .iter()
+        .map(|i| (i.arn.clone(), i.ec2_instance_id.clone()))
+        .collect()
+}
+
 impl Ecs {
-    /// [`HostIds`] of `cluster`'s container instances.
-    fn host_ids(&self, cluster: &str) -> Result<HostIds, EcsError> {
+    /// `cluster`'s container instances.
+    fn cluster_instances(&self, cluster: &str) -> Result<Vec<InstanceRecord>, EcsError> {
         Ok(self
-            .list::<crate::instances::InstanceRecord>(&format!("/ecs/instances/{cluster}/"))?
+            .list::<InstanceRecord>(&format!("/ecs/instances/{cluster}/"))?
             .into_iter()
-            .map(|(_, i, _)| (i.arn, i.ec2_instance_id))
+            .map(|(_, i, _)| i)
             .collect())
     }
 
@@ -677,19 +686,13 @@ impl Ecs {
                 continue;
             }
             let group = format!("service:{}", rec.service_name);
-            let instances = self.list::<crate::instances::InstanceRecord>(&format!(
-                "/ecs/instances/{}/",
-                rec.cluster
-            ))?;
+            let instances = self.cluster_instances(&rec.cluster)?;
             let draining: Vec<String> = instances
                 .iter()
-                .filter(|(_, i, _)| i.status == "DRAINING")
-                .map(|(_, i, _)| i.arn.clone())
+                .filter(|i| i.status == "DRAINING")
+                .map(|i| i.arn.clone())
                 .collect();
-            let hosts: HostIds = instances
-                .into_iter()
-                .map(|(_, i, _)| (i.arn, i.ec2_instance_id))
-                .collect();
+            let hosts = host_ids(&instances);
             let records: Vec<TaskRecord> = self
                 .list::<TaskRecord>(&format!("/ecs/tasks/{}/", rec.cluster))?
                 .into_iter()
@@ -975,7 +978,7 @@ impl Ecs {
         let hosts = if t.network_mode == "awsvpc" {
             HostIds::new()
         } else {
-            self.host_ids(cluster).unwrap_or_default()
+            host_ids(&self.cluster_instances(cluster).unwrap_or_default())
         };
         let targets: Vec<(String, String, u16)> = if t.task.last_status == "RUNNING" {
             lb_links(&rec)
@@ -1056,7 +1059,7 @@ impl Ecs {
                 ));
             }
             // Bridge and host tasks are registered as their container instance.
-            if network_mode != "awsvpc" && self.host_ids(cluster)?.is_empty() {
+            if network_mode != "awsvpc" && self.cluster_instances(cluster)?.is_empty() {
                 return Err(bad(format!(
                     "Cluster {cluster} has no container instances: {network_mode}-mode tasks behind a load balancer are registered by instance and host port. Join hosts (berth agent, or berth server --hosts N) or use network mode awsvpc."
                 )));

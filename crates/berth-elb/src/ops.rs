@@ -1,7 +1,7 @@
 //! One function per ELBv2 operation, the dispatch table ([`Elb::call`]), and the
 //! serialized compare-and-swap write every operation goes through.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -548,11 +548,10 @@ pub struct Elb {
     instances: RwLock<Option<Arc<dyn InstanceDirectory>>>,
 }
 
-/// Where `instance` targets are found (implemented over ECS's container instances):
-/// the address of the host an `ec2InstanceId` names.
+/// Where `instance` targets are found (implemented over ECS's container instances).
 pub trait InstanceDirectory: Send + Sync {
-    /// `None`: no such instance.
-    fn address(&self, instance_id: &str) -> Option<String>;
+    /// The address of the host each `ec2InstanceId` names (instances without one left out).
+    fn addresses(&self) -> HashMap<String, String>;
 }
 
 impl std::fmt::Debug for Elb {
@@ -580,11 +579,14 @@ impl Elb {
         *self.instances.write().unwrap_or_else(|e| e.into_inner()) = directory;
     }
 
-    fn instance_directory(&self) -> Option<Arc<dyn InstanceDirectory>> {
-        self.instances
+    /// The instances' addresses now, `None` without a directory.
+    fn instance_addresses(&self) -> Option<HashMap<String, String>> {
+        let dir = self
+            .instances
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        dir.map(|d| d.addresses())
     }
 
     /// Where DescribeTargetHealth reads health from (the data plane), or none.
@@ -602,9 +604,8 @@ impl Elb {
     pub fn config(&self) -> LbConfig {
         match self.snapshot() {
             Ok(s) => {
-                let dir = self.instance_directory();
-                let resolve = |id: &str| dir.as_ref().and_then(|d| d.address(id));
-                convert::lb_config(&s, now_ms(), &resolve)
+                let hosts = self.instance_addresses().unwrap_or_default();
+                convert::lb_config(&s, now_ms(), &|id: &str| hosts.get(id).cloned())
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the load balancer configuration");
@@ -1275,12 +1276,14 @@ impl Elb {
         Ok((d.id.clone(), port))
     }
 
-    /// An `instance` target must name a container instance (when the server has them).
-    fn check_instance(&self, t: &TgRecord, id: &str) -> Result<(), ElbError> {
-        let Some(dir) = self.instance_directory() else {
-            return Ok(());
-        };
-        if t.target_type != "instance" || dir.address(id).is_some() {
+    /// An `instance` target must name a container instance (`hosts`: the instances'
+    /// addresses, `None` when the server has no instances to check against).
+    fn check_instance(
+        t: &TgRecord,
+        id: &str,
+        hosts: Option<&HashMap<String, String>>,
+    ) -> Result<(), ElbError> {
+        if t.target_type != "instance" || hosts.is_none_or(|h| h.contains_key(id)) {
             return Ok(());
         }
         Err(ElbError::InvalidTarget(format!(
@@ -1294,6 +1297,7 @@ impl Elb {
                 "Targets needs at least one target".into(),
             ));
         }
+        let hosts = self.instance_addresses();
         self.write(|ops| {
             let (mut t, key) = self.tg(&i.target_group_arn)?;
             let now = now_ms();
@@ -1301,7 +1305,7 @@ impl Elb {
             t.targets.retain(|x| convert::present(&tg, x, now));
             for d in &i.targets {
                 let (id, port) = Self::target(&t, d)?;
-                self.check_instance(&t, &id)?;
+                Self::check_instance(&t, &id, hosts.as_ref())?;
                 match t.targets.iter_mut().find(|x| x.id == id && x.port == port) {
                     Some(x) if x.deregistered_at_ms.is_some() => {
                         x.deregistered_at_ms = None;
