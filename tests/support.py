@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -507,3 +508,39 @@ def build_busybox_image(berth_bin, srv: "BerthServer", ctx: Path, applets: list[
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     return f"{srv.host}/{repo}:v1"
+
+
+class RequestLoop:
+    """A client sending GETs to `urls` in turn, in a loop (one keep-alive session, like a
+    browser), from entering the `with` block until leaving it; every answer that is not
+    a 200, and every error, is a failure. `versions` collects each answer's
+    `X-Forum-Version`."""
+
+    def __init__(self, urls: list[str], timeout: float = 10):
+        self.urls, self.timeout = urls, timeout
+        self.failures: list[tuple] = []
+        self.versions: list[str | None] = []
+        self.count = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop)
+
+    def _loop(self):
+        s = requests.Session()
+        while not self.stop.is_set():
+            for u in self.urls:
+                try:
+                    r = s.get(u, timeout=self.timeout)
+                    if r.status_code != 200:
+                        self.failures.append((u, r.status_code, r.text))
+                    self.versions.append(r.headers.get("X-Forum-Version"))
+                except requests.RequestException as e:
+                    self.failures.append((u, repr(e)))
+                self.count += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)

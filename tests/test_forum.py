@@ -11,7 +11,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -116,42 +115,11 @@ def test_forum_through_the_load_balancer(demo):
     assert nowhere.status_code == 404 and "try /users" in nowhere.json()["message"]
 
 
-class Load:
-    """A client sending requests in a loop (one keep-alive session, like a browser)
-    until stopped; every answer that is not a 200, and every error, is a failure."""
-
-    def __init__(self, urls: list[str]):
-        self.urls, self.failures, self.count, self.versions = urls, [], 0, []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop)
-
-    def loop(self):
-        s = requests.Session()
-        while not self.stop.is_set():
-            for u in self.urls:
-                try:
-                    r = s.get(u, timeout=10)
-                    if r.status_code != 200:
-                        self.failures.append((u, r.status_code, r.text))
-                    self.versions.append(r.headers.get("X-Forum-Version"))
-                except requests.RequestException as e:
-                    self.failures.append((u, repr(e)))
-                self.count += 1
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(30)
-
-
 def test_stop_a_users_task_zero_failures(demo):
     f = demo.forum()
     arns = f.ecs.list_tasks(serviceName="users")["taskArns"]
     assert len(arns) == 2
-    with Load([f"{demo.base}/users", f"{demo.base}/messages"]) as load:
+    with support.RequestLoop([f"{demo.base}/users", f"{demo.base}/messages"]) as load:
         wait_for(lambda: load.count >= 20, "the client's first requests")
         f.ecs.stop_task(task=arns[0], reason="the demo's failure isolation")
         wait_for(lambda: (now := f.ecs.list_tasks(serviceName="users")["taskArns"]) and arns[0] not in now
@@ -164,7 +132,7 @@ def test_stop_a_users_task_zero_failures(demo):
 
 def test_roll_topics_to_v2_zero_failures(demo):
     f = demo.forum()
-    with Load([f"{demo.base}/topics", f"{demo.base}/users"]) as load:
+    with support.RequestLoop([f"{demo.base}/topics", f"{demo.base}/users"]) as load:
         wait_for(lambda: load.count >= 20, "the client's first requests")
         f.ecs.update_service(service="topics", taskDefinition=f.task_definition(
             "topics", "topics", "v2", f.env_of("topics")))

@@ -124,21 +124,7 @@ def test_service_behind_alb_and_in_cloud_map(env):
     assert all(ip in out for ip in ips), out
 
     # Stop a task while a client sends requests: not one fails.
-    failures, count, stop = [], [0], threading.Event()
-
-    def client():
-        s = requests.Session()
-        while not stop.is_set():
-            try:
-                r = s.get(url + "/users/", timeout=5)
-                if r.status_code != 200:
-                    failures.append(r.status_code)
-            except requests.RequestException as e:
-                failures.append(repr(e))
-            count[0] += 1
-    th = threading.Thread(target=client)
-    th.start()
-    try:
+    with support.RequestLoop([url + "/users/"], timeout=5) as load:
         victim = tasks[0]
         ecs.stop_task(task=victim["taskArn"], reason="testing draining")
         states = {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in
@@ -150,15 +136,12 @@ def test_service_behind_alb_and_in_cloud_map(env):
                        _ip(victim) not in [_ip(t) for t in r] and r, "a replacement RUNNING", deadline_s=60)
         new_ips = sorted(_ip(t) for t in new)
         wait_for(lambda: healthy() == new_ips, "the replacement a healthy target", deadline_s=60)
-    finally:
-        stop.set()
-        th.join(timeout=30)
-    assert count[0] > 20, count
+    assert load.count > 20, load.count
     wait_for(lambda: _dig(dns_port, f"users.{ns_name}") == new_ips, "DNS follows the replacement")
     ecs.update_service(service="users", desiredCount=0)
     ecs.delete_service(service="users")
     wait_for(lambda: not _running(ecs, "users"), "the service's tasks stopped")
-    assert failures == [], f"{len(failures)} of {count[0]} requests failed around the stop: {failures[:3]}"
+    assert load.failures == [], f"{len(load.failures)} of {load.count} requests failed around the stop: {load.failures[:3]}"
 
 
 def test_lb_and_service_cli(env, berth_bin):
