@@ -4,7 +4,6 @@
 //! not draining — ELB's fail-open; a draining target never gets a new request).
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -52,8 +51,6 @@ pub struct TargetRt {
     pub config: Target,
     /// `address:port`, what connections go to.
     pub authority: String,
-    /// The same as an address.
-    pub addr: SocketAddr,
     /// Deregistered: requests in flight finish, no new ones.
     pub draining: bool,
     /// The `AWSALB` value naming this target.
@@ -180,13 +177,12 @@ pub fn random() -> u64 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::config::{HealthCheck, Protocol};
     use crate::health::Probe;
 
-    /// Target `10.0.0.i:80`.
-    pub(crate) fn target(i: u8, draining: bool, healthy: bool) -> TargetRt {
+    fn target(i: u8, draining: bool, healthy: bool) -> TargetRt {
         let cell = Arc::new(HealthCell::default());
         if healthy {
             let check = HealthCheck {
@@ -204,15 +200,13 @@ pub(crate) mod tests {
                 deregistered_at_ms: draining.then_some(1),
             },
             cookie: cookie_value(&authority),
-            addr: authority.parse().unwrap(),
             authority,
             draining,
             cell,
         }
     }
 
-    /// Group `tg` of `targets`, health checks on if `checks`.
-    pub(crate) fn group(targets: Vec<TargetRt>, checks: bool) -> GroupRt {
+    fn group(targets: Vec<TargetRt>, checks: bool) -> GroupRt {
         GroupRt {
             config: TargetGroup {
                 arn: "tg".into(),
