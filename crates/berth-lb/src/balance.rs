@@ -4,6 +4,7 @@
 //! not draining — ELB's fail-open; a draining target never gets a new request).
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +52,8 @@ pub struct TargetRt {
     pub config: Target,
     /// `address:port`, what connections go to.
     pub authority: String,
+    /// The same as an address.
+    pub addr: SocketAddr,
     /// Deregistered: requests in flight finish, no new ones.
     pub draining: bool,
     /// The `AWSALB` value naming this target.
@@ -177,12 +180,13 @@ pub fn random() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{HealthCheck, Protocol};
     use crate::health::Probe;
 
-    fn target(i: u8, draining: bool, healthy: bool) -> TargetRt {
+    /// Target `10.0.0.i:80`.
+    pub(crate) fn target(i: u8, draining: bool, healthy: bool) -> TargetRt {
         let cell = Arc::new(HealthCell::default());
         if healthy {
             let check = HealthCheck {
@@ -200,13 +204,15 @@ mod tests {
                 deregistered_at_ms: draining.then_some(1),
             },
             cookie: cookie_value(&authority),
+            addr: authority.parse().unwrap(),
             authority,
             draining,
             cell,
         }
     }
 
-    fn group(targets: Vec<TargetRt>, checks: bool) -> GroupRt {
+    /// Group `tg` of `targets`, health checks on if `checks`.
+    pub(crate) fn group(targets: Vec<TargetRt>, checks: bool) -> GroupRt {
         GroupRt {
             config: TargetGroup {
                 arn: "tg".into(),

@@ -15,26 +15,27 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::runtime::{Handle, Runtime};
-use tokio::sync::oneshot;
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::balance::{cookie_value, GroupRt, HealthCell, TargetRt};
 use crate::config::{Action, HealthCheck, HealthSource, LbConfig, Protocol, TargetHealth};
+use crate::conn;
 use crate::error::RateLimited;
+use crate::h1::pool::Pool;
 use crate::health;
-use crate::io::IdleIo;
-use crate::proxy::{self, ConnCtx, ListenerRt, Shared, Snapshot, CONNECT_TIMEOUT};
+use crate::proxy::{ConnCtx, ListenerRt, Shared, Snapshot, CONNECT_TIMEOUT};
+use crate::runtime::Engine;
 
 /// How long pooled connections to targets stay open unused.
 pub const POOL_IDLE: Duration = Duration::from_secs(60);
+/// How many unused connections to one target the fast path's pool keeps.
+pub const POOL_MAX_IDLE: usize = 256;
 /// How long `shutdown` waits for requests in flight (outside an async context).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Listen backlog of each listener.
@@ -78,7 +79,7 @@ struct Running {
 
 /// The Application Load Balancer's data plane.
 pub struct DataPlane {
-    runtime: Option<Runtime>,
+    engine: Option<Engine>,
     handle: Handle,
     bind: IpAddr,
     shared: Arc<Shared>,
@@ -97,11 +98,7 @@ impl DataPlane {
     /// Starts an empty data plane on a runtime of its own with `threads` worker
     /// threads; listeners bind on `bind` as [`DataPlane::apply`] asks for them.
     pub fn start(bind: IpAddr, threads: usize) -> io::Result<DataPlane> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("berth-lb")
-            .enable_all()
-            .build()?;
+        let engine = Engine::start(threads.max(1), "berth-lb")?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -110,12 +107,13 @@ impl DataPlane {
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(DataPlane {
-            handle: runtime.handle().clone(),
-            runtime: Some(runtime),
+            handle: engine.handle().clone(),
+            engine: Some(engine),
             bind,
             shared: Arc::new(Shared {
                 snapshot: RwLock::new(Arc::new(Snapshot::default())),
                 client,
+                pool: Pool::new(POOL_MAX_IDLE, POOL_IDLE),
                 log_gate: RateLimited::new(10, Duration::from_secs(1)),
             }),
             running: Mutex::new(Running::default()),
@@ -191,10 +189,12 @@ impl DataPlane {
                 .filter_map(|t| {
                     let key = (tg.arn.clone(), t.id.clone(), t.port);
                     let ip: IpAddr = t.address.parse().ok()?;
-                    let authority = SocketAddr::new(ip, t.port).to_string();
+                    let addr = SocketAddr::new(ip, t.port);
+                    let authority = addr.to_string();
                     Some(TargetRt {
                         cookie: cookie_value(&format!("{}|{authority}", tg.arn)),
                         authority,
+                        addr,
                         draining: t.deregistered_at_ms.is_some(),
                         cell: running.cells.get(&key).cloned().unwrap_or_default(),
                         config: t.clone(),
@@ -238,6 +238,12 @@ impl DataPlane {
             }
         }
         let ports: HashSet<u16> = snap.listeners.keys().copied().collect();
+        let addrs: HashSet<SocketAddr> = snap
+            .groups
+            .values()
+            .flat_map(|g| g.targets.iter().map(|t| t.addr))
+            .collect();
+        self.shared.pool.retain(|a| addrs.contains(a));
         *self
             .shared
             .snapshot
@@ -325,21 +331,8 @@ impl DataPlane {
                 })
                 .collect()
         };
-        let Some(runtime) = self.runtime.take() else {
-            return;
-        };
-        if Handle::try_current().is_ok() {
-            runtime.shutdown_background();
-        } else {
-            runtime.block_on(async {
-                let all = async {
-                    for t in tasks {
-                        let _ = t.await;
-                    }
-                };
-                let _ = tokio::time::timeout(SHUTDOWN_GRACE, all).await;
-            });
-            runtime.shutdown_timeout(Duration::from_millis(100));
+        if let Some(engine) = self.engine.take() {
+            engine.stop(tasks, SHUTDOWN_GRACE);
         }
     }
 }
@@ -405,8 +398,8 @@ async fn serve(
     shared: Arc<Shared>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // Every connection holds a receiver: `closed` is when the last one is done.
+    let (stopping, stopped) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
@@ -428,23 +421,16 @@ async fn serve(
             .listeners
             .get(&port)
             .map_or(Duration::from_secs(60), |l| l.idle_timeout);
-        let busy = Arc::new(AtomicUsize::new(0));
-        let io = TokioIo::new(IdleIo::new(stream, idle, busy.clone()));
         let ctx = Arc::new(ConnCtx {
             shared: shared.clone(),
             port,
             peer,
-            busy,
+            busy: Arc::new(AtomicUsize::new(0)),
         });
-        let service = service_fn(move |req| proxy::handle(ctx.clone(), req));
-        let conn = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        tokio::spawn(conn::serve(stream, ctx, idle, stopped.clone()));
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stopped);
+    stopping.send_replace(true);
+    stopping.closed().await;
 }

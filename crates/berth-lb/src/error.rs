@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 
+use crate::h1::parse::HeadError;
 use crate::proxy::{full, ProxyBody};
 
 /// Who caused an error.
@@ -47,6 +48,8 @@ pub enum ProxyError {
     },
     #[error("request cannot be forwarded: {0}")]
     BadRequest(String),
+    #[error("request head cannot be read")]
+    BadHead(#[source] HeadError),
 }
 
 impl ProxyError {
@@ -57,7 +60,7 @@ impl ProxyError {
             | ProxyError::Connect { .. }
             | ProxyError::Timeout { .. }
             | ProxyError::Upstream { .. } => Side::Upstream,
-            ProxyError::BadRequest(_) => Side::Client,
+            ProxyError::BadRequest(_) | ProxyError::BadHead(_) => Side::Client,
         }
     }
 
@@ -79,27 +82,36 @@ impl ProxyError {
             }
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            // ALB answers 400 also for heads over its size limits.
+            ProxyError::BadRequest(_) | ProxyError::BadHead(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
 
+/// The body of ELB's error page for `status`.
+pub fn page(status: StatusCode) -> String {
+    format!(
+        "<html>\r\n<head><title>{status}</title></head>\r\n<body>\r\n<center><h1>{status}</h1></center>\r\n</body>\r\n</html>\r\n"
+    )
+}
+
+/// The fields of ELB's error pages besides their length.
+pub const PAGE_FIELDS: [(&str, &[u8]); 2] =
+    [("Content-Type", b"text/html"), ("Server", b"awselb/2.0")];
+
 /// The response for an error, shaped like ELB's (a small HTML page, `Server: awselb/2.0`).
 pub fn respond(err: &ProxyError) -> Response<ProxyBody> {
     let status = err.status();
-    let text = format!(
-        "<html>\r\n<head><title>{status}</title></head>\r\n<body>\r\n<center><h1>{status}</h1></center>\r\n</body>\r\n</html>\r\n"
-    );
-    let mut res = Response::new(full(Bytes::from(text)));
+    let mut res = Response::new(full(Bytes::from(page(status))));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html"),
-    );
-    res.headers_mut().insert(
-        header::SERVER,
-        header::HeaderValue::from_static("awselb/2.0"),
-    );
+    for (name, value) in PAGE_FIELDS {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_bytes(value),
+        ) {
+            res.headers_mut().insert(n, v);
+        }
+    }
     res
 }
 
@@ -196,6 +208,7 @@ mod tests {
                 Side::Upstream,
             ),
             (ProxyError::BadRequest("x".into()), 400, Side::Client),
+            (ProxyError::BadHead(HeadError::TooLarge), 400, Side::Client),
         ];
         for (err, status, side) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

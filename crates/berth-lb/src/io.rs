@@ -15,6 +15,25 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// The `AsyncWrite` methods a wrapper with an `inner` field passes straight on
+/// (flush, shutdown, whether writes are vectored).
+macro_rules! delegate_write_rest {
+    () => {
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    };
+}
+pub(crate) use delegate_write_rest;
+
 /// An I/O object that fails with `TimedOut` once it has been idle for `idle`.
 #[derive(Debug)]
 pub struct IdleIo<T> {
@@ -38,7 +57,20 @@ impl<T> IdleIo<T> {
         }
     }
 
-    fn touch(&mut self) {
+    /// The wrapped I/O object.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Starts the idle clock anew with limit `idle` (a connection taken from a pool
+    /// for a listener of its own timeout).
+    pub fn reset(&mut self, idle: Duration) {
+        self.idle = idle;
+        self.touch();
+    }
+
+    /// Counts now as the last activity.
+    pub fn touch(&mut self) {
         self.last = Instant::now();
     }
 
@@ -108,17 +140,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         this.after(cx, r)
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
+    delegate_write_rest!();
 }
 
 /// Marks a request in flight on a connection for as long as it lives.

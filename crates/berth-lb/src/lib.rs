@@ -6,20 +6,27 @@
 //! targets' health back ([`config::TargetHealth`]). It never reads the state store and
 //! speaks no AWS protocol; `berth-elb` turns API calls into the configuration.
 //!
-//! Pure parts: [`rules`] (conditions, weighted choice, redirects) and the state
-//! machine in [`health`]. The rest is I/O: [`DataPlane`] (runtime, listeners,
-//! checkers, `apply`), [`proxy`] (one request's stages), [`balance`] (group and
-//! target choice), [`io`] (the idle timeout), [`error`] (where errors come from and
-//! their status). See `docs/lb.md`.
+//! Pure parts: [`rules`] (conditions, weighted choice, redirects), the state
+//! machine in [`health`], and the HTTP/1 heads and body framing in [`h1::parse`],
+//! [`h1::rewrite`] and [`h1::relay`]. The rest is I/O: [`DataPlane`] (runtime,
+//! listeners, checkers, `apply`), [`conn`] (one client connection: the HTTP/1.1
+//! fast path in [`h1`], hyper's server for HTTP/2, upgrades and the rest),
+//! [`proxy`] (the rule and target decision both paths share, and hyper's path),
+//! [`balance`] (group and target choice), [`io`] (the idle timeout), [`error`]
+//! (where errors come from and their status). See `docs/lb.md`.
 #![forbid(unsafe_code)]
 
 pub mod balance;
 pub mod config;
+pub mod conn;
 pub mod dataplane;
 pub mod error;
+pub mod h1;
 pub mod health;
 pub mod io;
+pub mod prefixed;
 pub mod proxy;
 pub mod rules;
+pub mod runtime;
 
 pub use dataplane::{ApplyError, DataPlane};

@@ -1,10 +1,14 @@
-//! One request through a listener, in stages: `route` (the configuration snapshot of
-//! the moment, the first matching rule), `act` (fixed-response, redirect or
-//! forward), `balance` (group and target), `forward` (headers rewritten, the pooled
-//! client, the target timeout) or `upgrade` (a connection of its own, bytes copied
-//! both ways). Every stage returns a [`ProxyError`] that names its side; the status
-//! is made once, in [`handle`].
+//! The decision every request gets, and hyper's path for the requests the HTTP/1.1
+//! fast path ([`crate::h1`]) leaves to it. [`decide`] is the one place a request
+//! meets the configuration: the snapshot of the moment, the first matching rule,
+//! and for a forward the group and target (stickiness cookies included); both
+//! paths call it. Hyper's path then goes through its stages: `route` (decide),
+//! `act` (fixed-response, redirect or forward), `forward` (headers rewritten,
+//! hyper's pooled client, the target timeout) or `upgrade` (a connection of its
+//! own, bytes copied both ways). Every stage returns a [`ProxyError`] that names
+//! its side; the status is made once, in [`handle`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +29,8 @@ use hyper_util::rt::TokioIo;
 use crate::balance::{self, GroupRt, TargetRt};
 use crate::config::{Action, Protocol, Rule};
 use crate::error::{log_error, respond, ProxyError, RateLimited};
+use crate::h1::parse::hop_by_hop;
+use crate::h1::pool::Pool;
 use crate::io::Busy;
 use crate::rules::{self, RedirectInput, RequestView};
 
@@ -62,7 +68,10 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Shared {
     pub snapshot: RwLock<Arc<Snapshot>>,
+    /// hyper's pooled client, for requests on hyper's path (HTTP/2, handed over).
     pub client: Client<HttpConnector, Incoming>,
+    /// Keep-alive connections to targets for the HTTP/1 fast path.
+    pub pool: Pool,
     pub log_gate: RateLimited,
 }
 
@@ -110,71 +119,129 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
 }
 
-async fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
-    let snap = ctx.shared.snapshot();
-    let listener = snap
-        .listeners
-        .get(&ctx.port)
-        .ok_or(ProxyError::NoRule { port: ctx.port })?;
-    let host = request_host(&req).unwrap_or_default();
-    let action = {
-        let headers: Vec<(&str, &str)> = req
-            .headers()
-            .iter()
-            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
-            .collect();
-        let view = RequestView {
-            method: req.method().as_str(),
-            path: req.uri().path(),
-            query: req.uri().query().unwrap_or(""),
-            host: &host,
-            headers: &headers,
-            client_ip: ctx.peer.ip(),
-        };
-        rules::match_rule(&listener.rules, &view)
-            .ok_or(ProxyError::NoRule { port: ctx.port })?
-            .action
-            .clone()
-    };
+impl Snapshot {
+    /// The listener on `port` (none: no rule can match).
+    pub fn listener(&self, port: u16) -> Result<&ListenerRt, ProxyError> {
+        self.listeners.get(&port).ok_or(ProxyError::NoRule { port })
+    }
+}
+
+/// A stickiness cookie for the response (`Set-Cookie` value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyCookie<'s> {
+    pub name: &'static str,
+    pub value: Cow<'s, str>,
+    pub secs: u32,
+}
+
+impl std::fmt::Display for StickyCookie<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}={}; Max-Age={}; Path=/",
+            self.name, self.value, self.secs
+        )
+    }
+}
+
+/// What a listener does with a request: its first matching rule's action, with
+/// the target chosen for a forward.
+#[derive(Debug)]
+pub enum Decision<'s> {
+    Fixed {
+        status: StatusCode,
+        /// `None` if the configured type cannot be a field value.
+        content_type: Option<&'s str>,
+        body: &'s str,
+    },
+    Redirect {
+        status: StatusCode,
+        location: HeaderValue,
+    },
+    Forward {
+        target: &'s TargetRt,
+        /// The group's and the target's stickiness cookies, where on.
+        cookies: [Option<StickyCookie<'s>>; 2],
+    },
+}
+
+/// Whether `value` can be sent as a field value (visible characters, spaces, tabs).
+fn field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// The request's cookies as one `Cookie` value: the field itself if there is one,
+/// joined with `; ` if several (HTTP/2 clients send one field per cookie).
+pub fn join_cookies<'a>(mut values: impl Iterator<Item = &'a str>) -> Option<Cow<'a, str>> {
+    let first = values.next()?;
+    match values.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut all = format!("{first}; {second}");
+            for v in values {
+                all.push_str("; ");
+                all.push_str(v);
+            }
+            Some(Cow::Owned(all))
+        }
+    }
+}
+
+/// The decision for one request, made the same way on both paths (the HTTP/1 fast
+/// path and hyper's): the first rule of `listener` that matches `view`, and for a
+/// forward the group (sticky cookie, else weight) and the target (sticky cookie,
+/// else round-robin). `cookies` is the request's `Cookie` value.
+pub fn decide<'s>(
+    snap: &'s Snapshot,
+    listener: &'s ListenerRt,
+    port: u16,
+    view: &RequestView<'_>,
+    cookies: Option<&str>,
+) -> Result<Decision<'s>, ProxyError> {
+    let action = &rules::match_rule(&listener.rules, view)
+        .ok_or(ProxyError::NoRule { port })?
+        .action;
     match action {
         Action::FixedResponse {
             status,
             content_type,
             body,
-        } => {
-            let mut res = Response::new(full(body));
-            *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let ct = content_type.unwrap_or_else(|| "text/plain; charset=utf-8".into());
-            if let Ok(v) = HeaderValue::from_str(&ct) {
-                res.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
-            Ok(res)
-        }
+        } => Ok(Decision::Fixed {
+            status: StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+            content_type: Some(
+                content_type
+                    .as_deref()
+                    .unwrap_or("text/plain; charset=utf-8"),
+            )
+            .filter(|ct| field_value(ct)),
+            body,
+        }),
         Action::Redirect { status, .. } => {
             let input = RedirectInput {
                 protocol: protocol_name(listener.protocol),
-                host: rules::host_without_port(&host),
-                port: ctx.port,
-                path: req.uri().path(),
-                query: req.uri().query().unwrap_or(""),
+                host: rules::host_without_port(view.host),
+                port,
+                path: view.path,
+                query: view.query,
             };
-            let location = rules::redirect_location(&action, &input).unwrap_or_default();
+            let location = rules::redirect_location(action, &input).unwrap_or_default();
             let location = HeaderValue::from_str(&location)
                 .map_err(|_| ProxyError::BadRequest(format!("redirect to {location:?}")))?;
-            let mut res = Response::new(full(Bytes::new()));
-            *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
-            res.headers_mut().insert(header::LOCATION, location);
-            Ok(res)
+            Ok(Decision::Redirect {
+                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND),
+                location,
+            })
         }
         Action::Forward {
             target_groups,
             stickiness_secs,
         } => {
-            let cookies = cookie_header(req.headers());
             let group_cookie = stickiness_secs
-                .and(cookies.as_deref())
+                .and(cookies)
                 .and_then(|c| balance::find_cookie(c, balance::GROUP_COOKIE));
-            let arn = balance::pick_group(&target_groups, group_cookie, balance::random())
+            let arn = balance::pick_group(target_groups, group_cookie, balance::random())
                 .ok_or(ProxyError::NoGroup)?;
             let group = snap
                 .groups
@@ -183,53 +250,99 @@ async fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Response<ProxyBo
             let target_cookie = group
                 .config
                 .stickiness_secs
-                .and(cookies.as_deref())
+                .and(cookies)
                 .and_then(|c| balance::find_cookie(c, balance::TARGET_COOKIE));
             let target = group
                 .pick(target_cookie)
                 .ok_or_else(|| ProxyError::NoTargets(arn.to_string()))?;
+            let cookies = [
+                stickiness_secs.map(|secs| StickyCookie {
+                    name: balance::GROUP_COOKIE,
+                    value: Cow::Owned(balance::cookie_value(arn)),
+                    secs,
+                }),
+                group.config.stickiness_secs.map(|secs| StickyCookie {
+                    name: balance::TARGET_COOKIE,
+                    value: Cow::Borrowed(target.cookie.as_str()),
+                    secs,
+                }),
+            ];
+            Ok(Decision::Forward { target, cookies })
+        }
+    }
+}
+
+/// Splits a request target in origin form into path and query (without `?`).
+pub fn path_and_query(target: &str) -> (&str, &str) {
+    target.split_once('?').unwrap_or((target, ""))
+}
+
+async fn route(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    let snap = ctx.shared.snapshot();
+    let listener = snap.listener(ctx.port)?;
+    let host = request_host(&req).unwrap_or_default();
+    let decision = {
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+            .collect();
+        let cookies = join_cookies(
+            req.headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
+        let view = RequestView {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            query: req.uri().query().unwrap_or(""),
+            host: &host,
+            headers: &headers,
+            client_ip: ctx.peer.ip(),
+        };
+        decide(&snap, listener, ctx.port, &view, cookies.as_deref())?
+    };
+    match decision {
+        Decision::Fixed {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut res = Response::new(full(body.to_string()));
+            *res.status_mut() = status;
+            if let Some(v) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
+                res.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            Ok(res)
+        }
+        Decision::Redirect { status, location } => {
+            let mut res = Response::new(full(Bytes::new()));
+            *res.status_mut() = status;
+            res.headers_mut().insert(header::LOCATION, location);
+            Ok(res)
+        }
+        Decision::Forward { target, cookies } => {
             let mut res = if is_upgrade(&req) {
                 upgrade(ctx, listener, host, target, req).await?
             } else {
                 forward(ctx, listener, host, target, req).await?
             };
-            if let Some(secs) = stickiness_secs {
-                set_cookie(
-                    &mut res,
-                    balance::GROUP_COOKIE,
-                    &balance::cookie_value(arn),
-                    secs,
-                );
-            }
-            if let Some(secs) = group.config.stickiness_secs {
-                set_cookie(&mut res, balance::TARGET_COOKIE, &target.cookie, secs);
+            for c in cookies.iter().flatten() {
+                if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+                    res.headers_mut().append(header::SET_COOKIE, v);
+                }
             }
             Ok(res)
         }
     }
 }
 
-fn protocol_name(p: Protocol) -> &'static str {
+/// `http` or `https`, as `X-Forwarded-Proto` and redirects name a listener's protocol.
+pub fn protocol_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Http => "http",
         Protocol::Https => "https",
-    }
-}
-
-/// All `Cookie` headers joined (HTTP/2 clients may send one per cookie).
-fn cookie_header(headers: &HeaderMap) -> Option<String> {
-    let parts: Vec<&str> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join("; "))
-}
-
-fn set_cookie(res: &mut Response<ProxyBody>, name: &str, value: &str, secs: u32) {
-    let c = format!("{name}={value}; Max-Age={secs}; Path=/");
-    if let Ok(v) = HeaderValue::from_str(&c) {
-        res.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
@@ -257,23 +370,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .chain(headers.keys().filter(|n| hop_by_hop(n.as_str())).cloned())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// The request as the target gets it: origin host kept, hop-by-hop fields removed
@@ -296,15 +397,17 @@ fn upstream_request(
             .map_err(|_| ProxyError::BadRequest(format!("host {host:?}")))?;
         parts.headers.insert(header::HOST, h);
     }
-    let client = ctx.peer.ip().to_canonical().to_string();
-    let xff = match parts
+    let mut xff = String::new();
+    for prev in parts
         .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
     {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client,
-    };
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    xff.push_str(&ctx.peer.ip().to_canonical().to_string());
     let xff = HeaderValue::from_str(&xff)
         .map_err(|_| ProxyError::BadRequest("x-forwarded-for".into()))?;
     parts.headers.insert("x-forwarded-for", xff);

@@ -43,6 +43,15 @@ pub fn match_rule<'r>(rules: &'r [Rule], req: &RequestView<'_>) -> Option<&'r Ru
         .find(|rule| rule.conditions.iter().all(|c| condition_holds(c, req)))
 }
 
+/// Whether any rule has an `http-header` condition (else the request's fields
+/// need not be gathered for matching).
+pub fn uses_headers(rules: &[Rule]) -> bool {
+    rules
+        .iter()
+        .flat_map(|r| &r.conditions)
+        .any(|c| matches!(c, Condition::HttpHeader { .. }))
+}
+
 /// Whether one condition holds for the request.
 pub fn condition_holds(condition: &Condition, req: &RequestView<'_>) -> bool {
     match condition {

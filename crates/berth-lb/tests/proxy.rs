@@ -430,21 +430,27 @@ async fn sticky_sessions() {
     dp.shutdown();
 }
 
-/// shutdown() outside an async context stops the listeners and frees their ports.
+/// shutdown() outside an async context stops the listeners and frees their ports,
+/// on one data-plane thread (current-thread runtime) and on several.
 #[test]
 fn shutdown_outside_a_runtime_frees_ports() {
-    let port = free_port();
-    let dp = data_plane();
-    dp.apply(config(
-        port,
-        60,
-        vec![default_rule(fixed(200, "x"))],
-        vec![],
-    ))
-    .unwrap();
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    dp.shutdown();
-    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    for threads in [1, 2] {
+        let port = free_port();
+        let dp = berth_lb::DataPlane::start("127.0.0.1".parse().unwrap(), threads).unwrap();
+        dp.apply(config(
+            port,
+            60,
+            vec![default_rule(fixed(200, "x"))],
+            vec![],
+        ))
+        .unwrap();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        dp.shutdown();
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "{threads} threads"
+        );
+    }
 }
 
 /// apply() reports a listener it cannot bind and an HTTPS listener, and applies the rest.
