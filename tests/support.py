@@ -513,8 +513,8 @@ def build_busybox_image(berth_bin, srv: "BerthServer", ctx: Path, applets: list[
 class RequestLoop:
     """A client sending GETs to `urls` in turn, in a loop (one keep-alive session, like a
     browser), from entering the `with` block until leaving it; every answer that is not
-    a 200, and every error, is a failure. `versions` collects each answer's
-    `X-Forum-Version`."""
+    a 200, and every error, is a failure (with the time its request was sent). `versions`
+    collects each answer's `X-Forum-Version`."""
 
     def __init__(self, urls: list[str], timeout: float = 10):
         self.urls, self.timeout = urls, timeout
@@ -528,13 +528,16 @@ class RequestLoop:
         s = requests.Session()
         while not self.stop.is_set():
             for u in self.urls:
+                # When the request was sent (UTC, as in berth's log), for matching a
+                # failure with the server's log.
+                sent = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
                 try:
                     r = s.get(u, timeout=self.timeout)
                     if r.status_code != 200:
-                        self.failures.append((u, r.status_code, r.text))
+                        self.failures.append((u, r.status_code, r.text, sent))
                     self.versions.append(r.headers.get("X-Forum-Version"))
                 except requests.RequestException as e:
-                    self.failures.append((u, repr(e)))
+                    self.failures.append((u, repr(e), sent))
                 self.count += 1
 
     def __enter__(self):

@@ -48,17 +48,50 @@ pub struct BridgeConfig {
     pub forwarding: bool,
 }
 
+/// The bridge's own MAC address (pure): locally administered, unicast, and derived
+/// from the name, so it is the same every time the bridge is made.
+///
+/// A bridge without an address of its own takes the lowest MAC of its ports, so it
+/// changes whenever a task's veth with a lower (random) MAC joins or the lowest one
+/// leaves. Every task on the bridge still has the old MAC in its neighbour cache for
+/// the gateway: its answers to the host go to an address nobody owns, and a connection
+/// from the host (the load balancer's, a health check's, a port mapping's) hangs until
+/// that entry is probed again, seconds later. Docker sets its bridge's MAC for the same
+/// reason.
+pub fn bridge_mac(name: &str) -> String {
+    // FNV-1a, 64 bits: stable across builds and platforms.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let b = hash.to_be_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[3], b[4], b[5], b[6], b[7]
+    )
+}
+
 /// The `ip` script that brings the bridge to the wanted state (pure).
 ///
-/// `addr replace` rather than `add` so that re-running is a no-op.
+/// `addr replace` rather than `add` so that re-running is a no-op; the MAC
+/// ([`bridge_mac`]) is set on an existing bridge too, so one made before keeps a
+/// fixed address from now on.
 pub fn bridge_plan(name: &str, gateway: Cidr, exists: bool) -> Batch {
     let gw = gateway.to_string();
+    let mac = bridge_mac(name);
     let mut cmds = Vec::new();
-    if !exists {
+    if exists {
+        cmds.push(Cmd::new(
+            "set bridge MAC address",
+            name,
+            &["link", "set", "dev", name, "address", &mac],
+        ));
+    } else {
         cmds.push(Cmd::new(
             "create bridge",
             name,
-            &["link", "add", "name", name, "type", "bridge"],
+            &[
+                "link", "add", "name", name, "address", &mac, "type", "bridge",
+            ],
         ));
     }
     cmds.push(Cmd::new(
@@ -179,13 +212,33 @@ mod tests {
     #[test]
     fn plan() {
         let gw: Cidr = "10.213.9.1/24".parse().unwrap();
+        let mac = bridge_mac("bt0");
         assert_eq!(
             bridge_plan("bt0", gw, false).script(),
-            "link add name bt0 type bridge\naddr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n"
+            format!("link add name bt0 address {mac} type bridge\naddr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n")
         );
         assert_eq!(
             bridge_plan("bt0", gw, true).script(),
-            "addr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n"
+            format!("link set dev bt0 address {mac}\naddr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n")
+        );
+    }
+
+    /// The bridge's MAC is a locally administered unicast address, the same for the
+    /// same name and different for different names.
+    #[test]
+    fn mac_is_fixed_local_unicast() {
+        let mac = bridge_mac("bt0");
+        assert_eq!(mac, bridge_mac("bt0"));
+        assert_ne!(mac, bridge_mac("bt1"));
+        let bytes: Vec<u8> = mac
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        assert_eq!(bytes.len(), 6);
+        assert_eq!(
+            bytes[0] & 0b11,
+            0b10,
+            "locally administered, unicast: {mac}"
         );
     }
 

@@ -268,6 +268,57 @@ fn tasks_reach_each_other_and_host() {
     assert_eq!(ip_out(&["route", "show", "default"]), host_default);
 }
 
+/// The bridge keeps its own MAC address while tasks come and go. Without one it takes
+/// the lowest MAC of its ports: a task whose veth has a lower MAC joins (or that one
+/// leaves), the bridge's MAC changes, and every other task still sends its answers to
+/// the host to the old one, so the host's connections to them hang until their
+/// neighbour entries are probed again (seconds). Here a task's host-side veth gets the
+/// lowest locally administered MAC and is removed again; the host reaches the other
+/// task at once, each time.
+#[test]
+fn bridge_mac_stays_while_tasks_come_and_go() {
+    let mut br = BridgeGuard::new();
+    let a = br.task();
+    let _server = serve_in(&a.net.netns, TCP_SERVER, 7000);
+    let addr_file = format!("/sys/class/net/{}/address", br.name);
+    let mac = || std::fs::read_to_string(&addr_file).unwrap();
+    let before = mac();
+    let quick = |what: &str| {
+        let started = Instant::now();
+        let got = tcp_round_trip(SocketAddr::from((a.ip(), 7000)), what.as_bytes());
+        assert_eq!(got, format!("pong:{what}").as_bytes());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{what}: the host took {:?} to reach a task",
+            started.elapsed()
+        );
+    };
+    quick("before");
+    {
+        let b = br.task();
+        common::ip_ok(&[
+            "link",
+            "set",
+            "dev",
+            &b.net.host_veth,
+            "address",
+            "02:00:00:00:00:01",
+        ]);
+        assert_eq!(
+            mac(),
+            before,
+            "a port with a lower MAC changed the bridge's"
+        );
+        quick("while-b");
+    }
+    assert_eq!(
+        mac(),
+        before,
+        "the lowest port leaving changed the bridge's MAC"
+    );
+    quick("after-b");
+}
+
 /// Task traffic cannot be routed off the machine: the kernel's route lookup for a packet
 /// arriving on the bridge from a task towards an outside address (198.51.100.1, TEST-NET-2)
 /// fails, while the gateway is still delivered locally. A lookup only: nothing is sent.

@@ -62,15 +62,18 @@ fn scripts() {
     let p = two();
     assert_eq!(
         p.root_plan().script(),
-        "netns add berth-0a1b-host0\n\
+        format!(
+            "netns add berth-0a1b-host0\n\
          netns add berth-0a1b-host1\n\
-         link add name bh0a1b type bridge\n\
+         link add name bh0a1b address {} type bridge\n\
          addr replace 10.214.7.1/24 dev bh0a1b\n\
          link set bh0a1b up\n\
          link add name bh0a1bh0 type veth peer name eth0 netns berth-0a1b-host0\n\
          link set dev bh0a1bh0 master bh0a1b up\n\
          link add name bh0a1bh1 type veth peer name eth0 netns berth-0a1b-host1\n\
-         link set dev bh0a1bh1 master bh0a1b up\n"
+         link set dev bh0a1bh1 master bh0a1b up\n",
+            crate::bridge::bridge_mac("bh0a1b")
+        )
     );
     assert_eq!(p.root_plan().netns, None);
     let h0 = p.host_plan(0);
