@@ -122,6 +122,25 @@ pub struct ClientFraming {
     pub connection: Option<bool>,
 }
 
+/// `Date: ` and the current time as an HTTP-date, formatted at most once a second
+/// per thread.
+fn date_field(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        push_field(out, b"Date", c.1.as_bytes());
+    });
+}
+
 fn connection_field(out: &mut Vec<u8>, connection: Option<bool>) {
     match connection {
         Some(true) => out.extend_from_slice(b"Connection: close\r\n"),
@@ -186,6 +205,7 @@ pub fn local_response(
     for (name, value) in fields {
         push_field(out, name.as_bytes(), value);
     }
+    date_field(out);
     out.extend_from_slice(b"Content-Length: ");
     push_u64(out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
