@@ -212,7 +212,12 @@ class BerthServer:
     def logs(self):
         return self._client("logs")
 
-    def _client(self, service: str):
+    def servicediscovery(self):
+        """boto3 Cloud Map client; `inject_host_prefix=False` keeps its `data-` host prefix
+        off the endpoint (berth serves every API on one address)."""
+        return self._client("servicediscovery", inject_host_prefix=False)
+
+    def _client(self, service: str, **config):
         import boto3
         from botocore.config import Config
 
@@ -221,7 +226,7 @@ class BerthServer:
             service, endpoint_url=self.url, region_name=REGION,
             aws_access_key_id=ak, aws_secret_access_key=sk,
             config=Config(retries={"max_attempts": 1, "mode": "standard"},
-                          connect_timeout=10, read_timeout=HTTP_TIMEOUT_S),
+                          connect_timeout=10, read_timeout=HTTP_TIMEOUT_S, **config),
         )
 
     def kill(self) -> None:

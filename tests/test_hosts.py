@@ -221,21 +221,92 @@ def test_bridge_mode_service_behind_alb(cluster_server, image):
     wait_for(lambda: not _running(ecs, "default", "bridged"), "the bridged service's tasks stopped")
 
 
+def _namespace(sd, prefix: str) -> tuple[str, str]:
+    """A new private DNS namespace: (name, id)."""
+    ns = support.unique(prefix) + ".local"
+    op = sd.create_private_dns_namespace(Name=ns, Vpc="vpc-berth")["OperationId"]
+    return ns, sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+
+
+def test_bridge_mode_service_in_cloud_map_srv(cluster_server, image):
+    """Bridge networking with dynamic host ports in Cloud Map, as ECS does it: the
+    registry entry names the container and its port, the Cloud Map service has SRV
+    records, and each task is registered with its container instance's address and its
+    host port. DiscoverInstances and `dig SRV` give exactly those, a client following
+    them reaches both tasks, and a stopped task's instance goes away. A Cloud Map
+    service with A records, or no containerName/containerPort, is refused for bridge
+    mode with ECS's reasons."""
+    srv, instances, _ = cluster_server
+    ecs, sd = srv.ecs(), srv.servicediscovery()
+    ns, ns_id = _namespace(sd, "srv")
+    reg = sd.create_service(Name="web", NamespaceId=ns_id,
+                            DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 5}]})["Service"]
+    reg_a = sd.create_service(Name="web-a", NamespaceId=ns_id,
+                              DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 5}]})["Service"]
+    names = "hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
+    td = ecs.register_task_definition(
+        family=support.unique("srvbr"), networkMode="bridge", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "web", "image": image, "essential": True, "memory": 32,
+                               "command": ["sh", "-c", "mkdir -p /www && " + names], "stopTimeout": 2,
+                               "portMappings": [{"containerPort": 8080, "hostPort": 0}]}])["taskDefinition"]
+    bad = dict(cluster="default", serviceName=support.unique("srvbad"), taskDefinition=td["taskDefinitionArn"],
+               desiredCount=1, launchType="EC2")
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="containerName"):
+        ecs.create_service(**bad, serviceRegistries=[{"registryArn": reg["Arn"]}])
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="A record"):
+        ecs.create_service(**bad, serviceRegistries=[{"registryArn": reg_a["Arn"], "containerName": "web",
+                                                      "containerPort": 8080}])
+
+    ecs.create_service(cluster="default", serviceName="srvbr", taskDefinition=td["taskDefinitionArn"],
+                       desiredCount=2, launchType="EC2",
+                       serviceRegistries=[{"registryArn": reg["Arn"], "containerName": "web", "containerPort": 8080}],
+                       placementStrategy=[{"type": "spread", "field": "attribute:ecs.availability-zone"}])
+    run = wait_for(lambda: (r := _running(ecs, "default", "srvbr")) and len(r) == 2 and r, "2 tasks RUNNING",
+                   deadline_s=60)
+    ports = sorted(t["containers"][0]["networkBindings"][0]["hostPort"] for t in run)
+
+    def discovered():
+        found = sd.discover_instances(NamespaceName=ns, ServiceName="web")["Instances"]
+        return sorted((i["Attributes"]["AWS_INSTANCE_IPV4"], int(i["Attributes"]["AWS_INSTANCE_PORT"]))
+                      for i in found)
+    got = wait_for(lambda: (d := discovered()) and len(d) == 2 and d, "both tasks in Cloud Map", deadline_s=60)
+    assert sorted(p for _, p in got) == ports
+    assert len({a for a, _ in got}) == 2  # one task per host, each at its host's address
+    # A client following the registrations reaches both tasks.
+    seen = {requests.get(f"http://{a}:{p}/", timeout=5).text.strip() for a, p in got}
+    assert len(seen) == 2, seen
+
+    # DNS: SRV records with the host ports, their targets resolving to the hosts.
+    def srv_records():
+        out = subprocess.run(["dig", "+short", "-p", str(srv.dns_port), "@127.0.0.1", f"web.{ns}", "SRV"],
+                             capture_output=True, text=True, timeout=10).stdout.split("\n")
+        recs = []
+        for line in filter(None, out):
+            _, _, port, target = line.split()
+            a = subprocess.run(["dig", "+short", "-p", str(srv.dns_port), "@127.0.0.1", target, "A"],
+                               capture_output=True, text=True, timeout=10).stdout.split()
+            recs.append((a[0] if a else None, int(port)))
+        return sorted(recs)
+    wait_for(lambda: srv_records() == got, "dig SRV answers the hosts' addresses and host ports")
+
+    # Scaled to one: the stopped task's instance is deregistered.
+    ecs.update_service(cluster="default", service="srvbr", desiredCount=1)
+    wait_for(lambda: len(discovered()) == 1, "one instance left", deadline_s=60)
+    left = _running(ecs, "default", "srvbr")
+    assert [p for _, p in discovered()] == [t["containers"][0]["networkBindings"][0]["hostPort"] for t in left]
+    ecs.update_service(cluster="default", service="srvbr", desiredCount=0)
+    ecs.delete_service(cluster="default", service="srvbr")
+    wait_for(lambda: not _running(ecs, "default", "srvbr"), "the srvbr service's tasks stopped")
+    wait_for(lambda: discovered() == [], "no instance left")
+
+
 def test_tasks_on_hosts_resolve_cloud_map_names(cluster_server, image):
     """A service on the test hosts registered in Cloud Map: a task on each live host
     resolves its name (through the host's forwarder to the server's DNS) to exactly the
     service's task addresses."""
-    import boto3
-    from botocore.config import Config
     srv, instances, _ = cluster_server
-    ecs = srv.ecs()
-    ak, sk = srv.credentials()
-    sd = boto3.client("servicediscovery", endpoint_url=srv.url, region_name="us-east-1",
-                      aws_access_key_id=ak, aws_secret_access_key=sk,
-                      config=Config(inject_host_prefix=False, retries={"max_attempts": 1}))
-    ns = support.unique("hosts") + ".local"
-    op = sd.create_private_dns_namespace(Name=ns, Vpc="vpc-berth")["OperationId"]
-    ns_id = sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+    ecs, sd = srv.ecs(), srv.servicediscovery()
+    ns, ns_id = _namespace(sd, "hosts")
     reg = sd.create_service(Name="web", NamespaceId=ns_id,
                             DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 5}]})["Service"]
     td = ecs.register_task_definition(

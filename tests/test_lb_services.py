@@ -13,7 +13,6 @@ import threading
 
 import pytest
 import requests
-from botocore.config import Config
 
 import support
 from support import wait_for
@@ -28,14 +27,6 @@ def env(berth_factory, berth_bin, tmp_path_factory):
     srv = berth_factory(["--dns", f"127.0.0.1:{dns_port}"])
     image = support.build_busybox_image(berth_bin, srv, tmp_path_factory.mktemp("lb-ctx"), APPLETS, "lbweb")
     return srv, image, dns_port
-
-
-def _sd(srv):
-    import boto3
-    ak, sk = srv.credentials()
-    return boto3.client("servicediscovery", endpoint_url=srv.url, region_name="us-east-1",
-                        aws_access_key_id=ak, aws_secret_access_key=sk,
-                        config=Config(inject_host_prefix=False, retries={"max_attempts": 1}))
 
 
 def _dig(port: int, name: str) -> list[str]:
@@ -56,7 +47,7 @@ def _ip(t):
 
 def test_service_behind_alb_and_in_cloud_map(env):
     srv, image, dns_port = env
-    ecs, elb, sd = srv.ecs(), srv._client("elbv2"), _sd(srv)
+    ecs, elb, sd = srv.ecs(), srv._client("elbv2"), srv.servicediscovery()
     lb = elb.create_load_balancer(Name=support.unique("lb")[:32])["LoadBalancers"][0]
     tg = elb.create_target_group(Name=support.unique("users")[:32], Protocol="HTTP", Port=8080, TargetType="ip",
                                  VpcId="vpc-berth", HealthCheckPath="/users/", HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,

@@ -132,11 +132,23 @@ impl ServiceLinks for Links {
         }
     }
 
-    fn registry(&self, arn: &str) -> Result<(), String> {
-        self.discovery
+    fn registry(&self, arn: &str) -> Result<Vec<String>, String> {
+        let id = self
+            .discovery
             .service_id(arn)
-            .map(|_| ())
-            .ok_or_else(|| "no such Cloud Map service".to_string())
+            .ok_or_else(|| "no such Cloud Map service".to_string())?;
+        let (region, account) = arn_scope(arn);
+        let ctx = berth_discovery::Context { region, account };
+        let service = self
+            .discovery
+            .call("GetService", &json!({"Id": id}), &ctx)
+            .map_err(|e| e.to_string())?;
+        Ok(service["Service"]["DnsConfig"]["DnsRecords"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["Type"].as_str().map(String::from))
+            .collect())
     }
 
     fn instances(&self, registry: &str) -> Result<Vec<(String, bool)>, String> {

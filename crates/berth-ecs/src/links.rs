@@ -39,8 +39,9 @@ pub trait ServiceLinks: Send + Sync {
     fn deregister_targets(&self, tg: &str, targets: &[(String, u16)]) -> Result<(), String>;
     /// `Some(true)` healthy, `Some(false)` unhealthy, `None` not known yet.
     fn target_health(&self, tg: &str, address: &str, port: u16) -> Option<bool>;
-    /// Whether the Cloud Map service exists (or why not).
-    fn registry(&self, arn: &str) -> Result<(), String>;
+    /// The Cloud Map service's DNS record types (`A`, `SRV`; none without DNS), or why
+    /// it cannot be used.
+    fn registry(&self, arn: &str) -> Result<Vec<String>, String>;
     /// The registry's instances: (instance id, healthy).
     fn instances(&self, registry: &str) -> Result<Vec<(String, bool)>, String>;
     fn register_instance(
@@ -78,7 +79,10 @@ pub struct RegistryLink {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkTask {
     pub id: String,
+    /// `AWS_INSTANCE_IPV4`: the task's address (awsvpc) or its instance's (bridge, host).
     pub address: Option<String>,
+    /// `AWS_INSTANCE_PORT`, if the registry has one for this task.
+    pub port: Option<u16>,
     /// RUNNING and desired RUNNING: it should be registered.
     pub serving: bool,
     /// ECS health: HEALTHY, UNHEALTHY or UNKNOWN.
@@ -146,13 +150,16 @@ pub fn host_port<'a>(
         .and_then(|p| u16::try_from(p).ok())
 }
 
-/// Cloud Map instances to (re)register and remove: every serving task, with its health
-/// (ECS's UNHEALTHY → unhealthy, anything else healthy), and no instance of a task id
-/// that does not serve.
+/// An instance to register: (task id, address, port, healthy).
+pub type InstancePut = (String, String, Option<u16>, bool);
+
+/// Cloud Map instances to (re)register and remove: every serving task with an address,
+/// with its health (ECS's UNHEALTHY → unhealthy, anything else healthy), and no
+/// instance of a task id that does not serve.
 pub fn plan_instances(
     tasks: &[LinkTask],
     registered: &[(String, bool)],
-) -> (Vec<(String, String, bool)>, Vec<String>) {
+) -> (Vec<InstancePut>, Vec<String>) {
     let mut put = vec![];
     for t in tasks.iter().filter(|t| t.serving) {
         let Some(addr) = &t.address else { continue };
@@ -161,7 +168,7 @@ pub fn plan_instances(
             .iter()
             .any(|(id, h)| *id == t.id && *h == healthy)
         {
-            put.push((t.id.clone(), addr.clone(), healthy));
+            put.push((t.id.clone(), addr.clone(), t.port, healthy));
         }
     }
     let serving: BTreeSet<&str> = tasks
@@ -204,6 +211,7 @@ mod tests {
         LinkTask {
             id: id.into(),
             address: Some(addr.into()),
+            port: None,
             serving,
             health: "HEALTHY".into(),
         }
@@ -293,10 +301,24 @@ mod tests {
                 ("manual".into(), true),
             ],
         );
-        assert_eq!(put, vec![(a.clone(), "10.0.0.2".into(), false)]);
+        assert_eq!(put, vec![(a.clone(), "10.0.0.2".into(), None, false)]);
         assert_eq!(gone, vec![b]);
         let (put, _) = plan_instances(&tasks, &[(a, false)]);
         assert!(put.is_empty());
+    }
+
+    /// A bridge task's instance carries its host's address and its host port; a task
+    /// without them yet is not registered.
+    #[test]
+    fn instances_with_ports() {
+        let a = "a".repeat(32);
+        let b = "b".repeat(32);
+        let mut tasks = vec![t(&a, "10.214.7.10", true), t(&b, "", true)];
+        tasks[0].port = Some(32768);
+        tasks[1].address = None;
+        let (put, gone) = plan_instances(&tasks, &[]);
+        assert_eq!(put, vec![(a, "10.214.7.10".into(), Some(32768), true)]);
+        assert!(gone.is_empty());
     }
 
     /// Port mappings are looked up by container name.

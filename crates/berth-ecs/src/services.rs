@@ -294,10 +294,40 @@ fn serving(t: &TaskRecord) -> bool {
     t.task.last_status == "RUNNING" && t.task.desired_status == "RUNNING"
 }
 
-fn link_task(t: &TaskRecord) -> LinkTask {
+/// Task `t` as registry `r` sees it: awsvpc — its own address and the registry's port
+/// (or the container port); bridge and host modes — its container instance's address
+/// and the host port bound to the registry's container port (`AWS_INSTANCE_PORT`, for
+/// SRV records).
+fn link_task(t: &TaskRecord, r: &RegLink, hosts: &HostIds) -> LinkTask {
+    let (address, port) = if t.network_mode == "awsvpc" {
+        (
+            task_address(t),
+            r.port.or(r.container.as_ref().map(|c| c.1)),
+        )
+    } else {
+        let host = t
+            .task
+            .container_instance_arn
+            .as_deref()
+            .and_then(|arn| hosts.get(arn));
+        let port = r.container.as_ref().and_then(|(name, port)| {
+            let containers = t
+                .task
+                .containers
+                .iter()
+                .map(|c| (c.name.as_str(), c.network_bindings.as_slice()));
+            crate::links::host_port(containers, name, *port)
+        });
+        match (host.and_then(|h| h.address.clone()), port) {
+            (Some(a), Some(p)) => (Some(a), Some(p)),
+            // Not registrable until both are known.
+            _ => (None, None),
+        }
+    };
     LinkTask {
         id: task_id(t),
-        address: task_address(t),
+        address,
+        port,
         serving: serving(t),
         health: t.task.health_status.clone(),
     }
@@ -324,8 +354,18 @@ fn lb_links(r: &ServiceRecord) -> Vec<LbLink> {
         .collect()
 }
 
-/// The `ec2InstanceId` of every container instance, by containerInstanceArn.
-pub(crate) type HostIds = HashMap<String, String>;
+/// A container instance as the links name and reach it.
+#[derive(Debug, Clone)]
+pub(crate) struct HostRef {
+    /// How a target group names it (`ec2InstanceId`).
+    ec2_id: String,
+    /// Where it is reached (Cloud Map's `AWS_INSTANCE_IPV4` for its bridge and host
+    /// tasks); `None` for an instance registered without one.
+    address: Option<String>,
+}
+
+/// Every container instance, by containerInstanceArn.
+pub(crate) type HostIds = HashMap<String, HostRef>;
 
 /// Where task `t` is a target for `l`: awsvpc — its address and the container port;
 /// bridge and host modes — its instance's `ec2InstanceId` and the host port bound to
@@ -341,7 +381,7 @@ fn task_target(t: &TaskRecord, l: &LbLink, hosts: &HostIds) -> Option<TargetRef>
         .iter()
         .map(|c| (c.name.as_str(), c.network_bindings.as_slice()));
     let port = crate::links::host_port(containers, &l.container, l.port)?;
-    Some((host.clone(), port))
+    Some((host.ec2_id.clone(), port))
 }
 
 fn target_task(t: &TaskRecord, l: &LbLink, hosts: &HostIds) -> TargetTask {
@@ -351,11 +391,25 @@ fn target_task(t: &TaskRecord, l: &LbLink, hosts: &HostIds) -> TargetTask {
     }
 }
 
-fn registry_links(r: &ServiceRecord) -> Vec<(String, Option<u16>)> {
+/// A service's `serviceRegistries` entry as the links use it.
+struct RegLink {
+    arn: String,
+    port: Option<u16>,
+    /// containerName and containerPort.
+    container: Option<(String, u16)>,
+}
+
+fn registry_links(r: &ServiceRecord) -> Vec<RegLink> {
     r.service_registries
         .iter()
         .filter_map(|v| serde_json::from_value::<RegistryLink>(v.clone()).ok())
-        .filter_map(|l| Some((l.registry_arn?, l.port.or(l.container_port))))
+        .filter_map(|l| {
+            Some(RegLink {
+                arn: l.registry_arn?,
+                port: l.port,
+                container: l.container_name.zip(l.container_port),
+            })
+        })
         .collect()
 }
 
@@ -363,7 +417,13 @@ fn registry_links(r: &ServiceRecord) -> Vec<(String, Option<u16>)> {
 fn host_ids(instances: &[InstanceRecord]) -> HostIds {
     instances
         .iter()
-        .map(|i| (i.arn.clone(), i.ec2_instance_id.clone()))
+        .map(|i| {
+            let host = HostRef {
+                ec2_id: i.ec2_instance_id.clone(),
+                address: i.address.clone(),
+            };
+            (i.arn.clone(), host)
+        })
         .collect()
 }
 
@@ -913,7 +973,8 @@ fn sync_links(
             }
         }
     }
-    for (registry, port) in &regs {
+    for r in &regs {
+        let registry = &r.arn;
         let registered = match links.instances(registry) {
             Ok(r) => r,
             Err(e) => {
@@ -921,10 +982,10 @@ fn sync_links(
                 continue;
             }
         };
-        let tasks: Vec<LinkTask> = reread().iter().map(link_task).collect();
+        let tasks: Vec<LinkTask> = reread().iter().map(|t| link_task(t, r, hosts)).collect();
         let (put, gone) = crate::links::plan_instances(&tasks, &registered);
-        for (id, addr, healthy) in put {
-            if let Err(e) = links.register_instance(registry, &id, &addr, *port, healthy) {
+        for (id, addr, port, healthy) in put {
+            if let Err(e) = links.register_instance(registry, &id, &addr, port, healthy) {
                 tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot register an instance");
             }
         }
@@ -1001,7 +1062,7 @@ impl Ecs {
             service: name.to_string(),
             task_id: task_id(t),
             targets,
-            registries: registry_links(&rec).into_iter().map(|(r, _)| r).collect(),
+            registries: registry_links(&rec).into_iter().map(|r| r.arn).collect(),
             drain_until: (delay > 0).then(|| crate::ops::now() + f64::from(delay)),
         })
     }
@@ -1094,10 +1155,49 @@ impl Ecs {
             let arn = r
                 .registry_arn
                 .ok_or_else(|| bad("serviceRegistries: registryArn is required.".into()))?;
+            let by_instance = network_mode == "bridge" || network_mode == "host";
+            if by_instance {
+                // ECS's rule: the instance's address is shared, the host port tells
+                // the tasks apart.
+                let (Some(name), Some(port)) = (&r.container_name, r.container_port) else {
+                    return Err(bad(format!(
+                        "When specifying '{network_mode}' for networkMode, values for 'containerName' and 'containerPort' must be specified from the task definition."
+                    )));
+                };
+                if !crate::links::container_maps_port(definition, name, port) {
+                    return Err(bad(format!(
+                        "The container {name} did not have a container port {port} defined."
+                    )));
+                }
+                if self.cluster_instances(cluster)?.is_empty() {
+                    return Err(bad(format!(
+                        "Cluster {cluster} has no container instances: {network_mode}-mode tasks are registered in Cloud Map by their instance's address and host port. Join hosts (berth agent, or berth server --hosts N) or use network mode awsvpc."
+                    )));
+                }
+            } else if network_mode == "none" {
+                return Err(bad(
+                    "A task definition with network mode none has no address: it cannot be used with service discovery.".into(),
+                ));
+            }
             if let Some(links) = &links {
-                links
+                let records = links
                     .registry(&arn)
                     .map_err(|e| bad(format!("Service registry {arn}: {e}")))?;
+                let has = |t: &str| records.iter().any(|r| r == t);
+                if by_instance && has("A") {
+                    return Err(bad(format!(
+                        "The Cloud Map service {arn} has an A record: tasks in {network_mode} network mode share their container instance's address, so only SRV records (address and host port) tell them apart. Use a Cloud Map service with SRV records only, or network mode awsvpc."
+                    )));
+                }
+                if !by_instance
+                    && has("SRV")
+                    && r.port.is_none()
+                    && (r.container_name.is_none() || r.container_port.is_none())
+                {
+                    return Err(bad(format!(
+                        "The Cloud Map service {arn} has an SRV record, which needs a port: give serviceRegistries port, or containerName and containerPort."
+                    )));
+                }
             }
         }
         Ok(())

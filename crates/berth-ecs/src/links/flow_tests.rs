@@ -65,9 +65,9 @@ impl ServiceLinks for Fake {
     fn target_health(&self, _: &str, _: &str, _: u16) -> Option<bool> {
         *self.healthy.lock().unwrap()
     }
-    fn registry(&self, arn: &str) -> Result<(), String> {
+    fn registry(&self, arn: &str) -> Result<Vec<String>, String> {
         (arn == REG)
-            .then_some(())
+            .then(|| vec!["A".to_string()])
             .ok_or_else(|| "not found".to_string())
     }
     fn instances(&self, r: &str) -> Result<Vec<(String, bool)>, String> {
