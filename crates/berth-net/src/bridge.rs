@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::ip::{self, Batch, Cmd, IpError};
 use crate::ipam::Cidr;
-use crate::links::{is_bridge, link_exists};
+use crate::links::{is_bridge, link_exists, link_mac};
 use crate::names::{validate_ifname, NameError};
 use crate::routes::default_route;
 
@@ -70,20 +70,22 @@ pub fn bridge_mac(name: &str) -> String {
     )
 }
 
-/// The `ip` script that brings the bridge to the wanted state (pure).
+/// The `ip` script that brings the bridge to the wanted state (pure). `existing` is
+/// the MAC address of the bridge if it exists already.
 ///
-/// `addr replace` rather than `add` so that re-running is a no-op; the MAC
-/// ([`bridge_mac`]) is set on an existing bridge too, so one made before keeps a
-/// fixed address from now on.
-pub fn bridge_plan(name: &str, gateway: Cidr, exists: bool) -> Batch {
+/// `addr replace` rather than `add` so that re-running is a no-op. A new bridge gets
+/// [`bridge_mac`]; an existing one has its current MAC set as its own, which pins it
+/// without changing it (a bridge made before this rule, with tasks on it, keeps the
+/// address those tasks know).
+pub fn bridge_plan(name: &str, gateway: Cidr, existing: Option<&str>) -> Batch {
     let gw = gateway.to_string();
     let mac = bridge_mac(name);
     let mut cmds = Vec::new();
-    if exists {
+    if let Some(current) = existing {
         cmds.push(Cmd::new(
-            "set bridge MAC address",
+            "pin bridge MAC address",
             name,
-            &["link", "set", "dev", name, "address", &mac],
+            &["link", "set", "dev", name, "address", current],
         ));
     } else {
         cmds.push(Cmd::new(
@@ -165,7 +167,18 @@ pub fn ensure_bridge_with(
     if exists && !is_bridge(name) {
         return Err(BridgeError::NotABridge { name: name.into() });
     }
-    bridge_plan(name, gateway, exists)
+    let current = if exists {
+        // Unreadable (it should not be): the name's own MAC.
+        Some(
+            link_mac(name)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| bridge_mac(name)),
+        )
+    } else {
+        None
+    };
+    bridge_plan(name, gateway, current.as_deref())
         .run()
         .map_err(|f| f.error)?;
     let write = |path: PathBuf, value: &'static str| {
@@ -214,12 +227,12 @@ mod tests {
         let gw: Cidr = "10.213.9.1/24".parse().unwrap();
         let mac = bridge_mac("bt0");
         assert_eq!(
-            bridge_plan("bt0", gw, false).script(),
+            bridge_plan("bt0", gw, None).script(),
             format!("link add name bt0 address {mac} type bridge\naddr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n")
         );
         assert_eq!(
-            bridge_plan("bt0", gw, true).script(),
-            format!("link set dev bt0 address {mac}\naddr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n")
+            bridge_plan("bt0", gw, Some("02:00:00:00:00:07")).script(),
+            "link set dev bt0 address 02:00:00:00:00:07\naddr replace 10.213.9.1/24 dev bt0\nlink set bt0 up\n"
         );
     }
 

@@ -81,6 +81,23 @@ pub fn is_bridge(name: &str) -> bool {
     link_exists(name) && link_kind_is(name, "bridge").unwrap_or(false)
 }
 
+/// The link-layer address in `ip -o link show` output (`link/ether 02:42:..`), pure.
+pub fn parse_link_mac(text: &str) -> Option<String> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "link/ether")?;
+    words.next().map(String::from)
+}
+
+/// The interface's MAC address in the caller's namespace (asked of `ip`).
+pub fn link_mac(name: &str) -> Result<Option<String>, ip::IpError> {
+    let out = ip::run(
+        "inspect interface",
+        name,
+        &["-o", "link", "show", "dev", name],
+    )?;
+    Ok(parse_link_mac(&out))
+}
+
 /// Whether the interface is a veth (asked of `ip -d`).
 pub fn is_veth(name: &str) -> Result<bool, ip::IpError> {
     link_kind_is(name, "veth")
@@ -125,6 +142,15 @@ pub fn list_links_with_prefix(prefix: &str) -> Result<Vec<String>, ListError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The MAC is the word after `link/ether`; a link without one (loopback) has none.
+    #[test]
+    fn parses_link_mac() {
+        let br = "7: bt0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 02:5a:10:3c:9e:01 brd ff:ff:ff:ff:ff:ff";
+        assert_eq!(parse_link_mac(br).as_deref(), Some("02:5a:10:3c:9e:01"));
+        let lo = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00";
+        assert_eq!(parse_link_mac(lo), None);
+    }
 
     /// A real `/proc/net/dev` (kernel 6.x): headers skipped, names trimmed, order kept.
     #[test]

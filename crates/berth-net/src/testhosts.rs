@@ -417,7 +417,7 @@ impl TestHostsPlan {
             .map(|h| Cmd::new("add host namespace", &h.netns, &["netns", "add", &h.netns]))
             .collect();
         // The bridge is new (create removed leftovers first): `link add` is included.
-        cmds.extend(bridge_plan(br, self.gateway, false).cmds);
+        cmds.extend(bridge_plan(br, self.gateway, None).cmds);
         for h in &self.hosts {
             let rv = h.root_veth.as_str();
             cmds.push(Cmd::new(

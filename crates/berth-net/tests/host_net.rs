@@ -319,6 +319,52 @@ fn bridge_mac_stays_while_tasks_come_and_go() {
     quick("after-b");
 }
 
+/// A bridge made before bridges had a MAC of their own (by hand here, with a port)
+/// keeps the MAC it has when the agent takes it over (its tasks know that one), and
+/// from then on it stays while ports come and go.
+#[test]
+fn existing_bridge_keeps_and_pins_its_mac() {
+    let name = format!("bt{}", hex8());
+    common::ip_ok(&["link", "add", "name", &name, "type", "bridge"]);
+    let _br = common::LinkGuard(name.clone());
+    let port = |mac: &str| {
+        let (a, b) = (format!("bp{}", hex8()), format!("bq{}", hex8()));
+        common::ip_ok(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        let guard = common::LinkGuard(a.clone());
+        common::ip_ok(&["link", "set", "dev", &a, "address", mac]);
+        common::ip_ok(&["link", "set", "dev", &a, "master", &name]);
+        guard
+    };
+    let addr_file = format!("/sys/class/net/{name}/address");
+    let mac = || {
+        std::fs::read_to_string(&addr_file)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let first = port("02:00:00:00:00:05");
+    assert_eq!(
+        mac(),
+        "02:00:00:00:00:05",
+        "a bridge without its own MAC takes its port's"
+    );
+    let gw = Ipam::new(fresh_subnet()).unwrap().gateway();
+    ensure_bridge(&name, gw).unwrap();
+    assert_eq!(
+        mac(),
+        "02:00:00:00:00:05",
+        "taking the bridge over changed its MAC"
+    );
+    let lower = port("02:00:00:00:00:01");
+    drop(first);
+    drop(lower);
+    assert_eq!(
+        mac(),
+        "02:00:00:00:00:05",
+        "ports coming and going changed the MAC"
+    );
+}
+
 /// Task traffic cannot be routed off the machine: the kernel's route lookup for a packet
 /// arriving on the bridge from a task towards an outside address (198.51.100.1, TEST-NET-2)
 /// fails, while the gateway is still delivered locally. A lookup only: nothing is sent.
