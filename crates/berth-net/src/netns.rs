@@ -125,15 +125,17 @@ impl TaskNetSpec {
 
     /// The script run in the host namespace (pure): make the namespace, make the veth pair
     /// with its peer created directly inside the namespace as `eth0` (no move and rename
-    /// step), attach the host end to the bridge and bring it up.
+    /// step) with the MAC of its address ([`task_mac`]), attach the host end to the
+    /// bridge and bring it up.
     pub fn host_plan(&self) -> Batch {
         let (ns, hv) = (self.netns.as_str(), self.host_veth.as_str());
         let mtu = self.mtu.map(|m| m.to_string());
+        let mac = task_mac(self.address.addr());
         let mut add = vec!["link", "add", "name", hv];
         if let Some(m) = &mtu {
             add.extend(["mtu", m]);
         }
-        add.extend(["type", "veth", "peer", "name", TASK_IFNAME]);
+        add.extend(["type", "veth", "peer", "name", TASK_IFNAME, "address", &mac]);
         if let Some(m) = &mtu {
             add.extend(["mtu", m]);
         }
@@ -174,6 +176,18 @@ impl TaskNetSpec {
             .collect(),
         }
     }
+}
+
+/// A task's MAC address, derived from its IPv4 address (pure): `02:42` and the four
+/// bytes of the address, as Docker does. Addresses are handed out lowest-free-first, so
+/// a new task often gets the address of one that just stopped; with a random MAC the
+/// host's neighbour entry for that address (still REACHABLE for up to ~45 s) would
+/// point at the old task's MAC, and the host's connections to the new task (the load
+/// balancer's, health checks', port mappings') would go nowhere until it expired.
+/// With the MAC following the address the entry stays right.
+pub fn task_mac(addr: Ipv4Addr) -> String {
+    let [a, b, c, d] = addr.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// The first lines of a script run inside a new namespace (pure): loopback up, `addr` on
@@ -334,13 +348,23 @@ mod tests {
         }
     }
 
+    /// A task's MAC is 02:42 and its address's bytes: locally administered, unicast, and
+    /// the same whenever the address is handed out again.
+    #[test]
+    fn mac_follows_the_address() {
+        let ip: Ipv4Addr = "10.213.9.2".parse().unwrap();
+        assert_eq!(task_mac(ip), "02:42:0a:d5:09:02");
+        assert_eq!(task_mac(ip), task_mac("10.213.9.2".parse().unwrap()));
+        assert_ne!(task_mac(ip), task_mac("10.213.9.3".parse().unwrap()));
+    }
+
     /// The two scripts do exactly the documented steps, in order.
     #[test]
     fn plans() {
         assert_eq!(
             spec().host_plan().script(),
             "netns add berth-task1\n\
-             link add name vb-task1 type veth peer name eth0 netns berth-task1\n\
+             link add name vb-task1 type veth peer name eth0 address 02:42:0a:d5:09:02 netns berth-task1\n\
              link set dev vb-task1 master berth0 up\n"
         );
         let inner = spec().netns_plan();
@@ -375,7 +399,7 @@ mod tests {
         };
         assert_eq!(
             s.host_plan().cmds[1].args.join(" "),
-            "link add name vb-task1 mtu 1400 type veth peer name eth0 mtu 1400 netns berth-task1"
+            "link add name vb-task1 mtu 1400 type veth peer name eth0 address 02:42:0a:d5:09:02 mtu 1400 netns berth-task1"
         );
     }
 
