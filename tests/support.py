@@ -515,6 +515,35 @@ def build_busybox_image(berth_bin, srv: "BerthServer", ctx: Path, applets: list[
     return f"{srv.host}/{repo}:v1"
 
 
+def lb_forwarding(elb, prefix: str, health_path: str = "/") -> tuple[dict, str, int]:
+    """A load balancer with a listener on a free port forwarding to a new target group of
+    ELB's default type (instance), checked every 5 s (timeout 2, 2 to turn healthy) on
+    `health_path`, with a 1 s deregistration delay: (load balancer, group ARN, port)."""
+    lb = elb.create_load_balancer(Name=unique(prefix)[:32])["LoadBalancers"][0]
+    tg = elb.create_target_group(Name=unique(prefix)[:32], Protocol="HTTP", Port=80, VpcId="vpc-berth",
+                                 HealthCheckPath=health_path, HealthCheckIntervalSeconds=5,
+                                 HealthCheckTimeoutSeconds=2, HealthyThresholdCount=2)["TargetGroups"][0]
+    arn = tg["TargetGroupArn"]
+    elb.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "1"}])
+    port = free_listen_port()
+    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=port,
+                        DefaultActions=[{"Type": "forward", "TargetGroupArn": arn}])
+    return lb, arn, port
+
+
+def healthy_targets(elb, tg_arn: str) -> list[tuple[str, int]]:
+    """The target group's healthy targets, sorted: (id, port)."""
+    h = elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
+    return sorted((d["Target"]["Id"], d["Target"]["Port"]) for d in h if d["TargetHealth"]["State"] == "healthy")
+
+
+def discovered(sd, namespace: str, service: str) -> list[tuple[str, int]]:
+    """DiscoverInstances of a Cloud Map service, sorted: (AWS_INSTANCE_IPV4, AWS_INSTANCE_PORT)."""
+    found = sd.discover_instances(NamespaceName=namespace, ServiceName=service)["Instances"]
+    return sorted((i["Attributes"]["AWS_INSTANCE_IPV4"], int(i["Attributes"]["AWS_INSTANCE_PORT"])) for i in found)
+
+
 class RequestLoop:
     """A client sending GETs to `urls` in turn, in a loop (one keep-alive session, like a
     browser), from entering the `with` block until leaving it; every answer that is not

@@ -159,17 +159,9 @@ def test_bridge_mode_service_behind_alb(cluster_server, image):
     ecs, elb = srv.ecs(), srv._client("elbv2")
     names = "hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
     web = ["sh", "-c", "mkdir -p /www && " + names]
-    lb = elb.create_load_balancer(Name=support.unique("br")[:32])["LoadBalancers"][0]
-    tg = elb.create_target_group(Name=support.unique("br")[:32], Protocol="HTTP", Port=80, VpcId="vpc-berth",
-                                 HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
-                                 HealthyThresholdCount=2)["TargetGroups"][0]
-    assert tg["TargetType"] == "instance"  # ELB's default, what bridge mode needs
-    arn = tg["TargetGroupArn"]
-    elb.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
-        {"Key": "deregistration_delay.timeout_seconds", "Value": "1"}])
-    port = support.free_listen_port()
-    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=port,
-                        DefaultActions=[{"Type": "forward", "TargetGroupArn": arn}])
+    lb, arn, port = support.lb_forwarding(elb, "br")
+    # ELB's default target type, what bridge mode needs.
+    assert elb.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]["TargetType"] == "instance"
     # An instance id no container instance has is refused.
     with pytest.raises(elb.exceptions.InvalidTargetException):
         elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": "i-0123456789abcdef0", "Port": 80}])
@@ -205,8 +197,7 @@ def test_bridge_mode_service_behind_alb(cluster_server, image):
     assert len({i for i, _ in want}) == 2  # one task per host
 
     def healthy():
-        h = elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
-        return sorted((d["Target"]["Id"], d["Target"]["Port"]) for d in h if d["TargetHealth"]["State"] == "healthy")
+        return support.healthy_targets(elb, arn)
     wait_for(lambda: healthy() == want, "both tasks healthy instance targets", deadline_s=60)
     seen = {requests.get(f"http://127.0.0.1:{port}/", timeout=5).text.strip() for _ in range(20)}
     assert len(seen) == 2, seen
@@ -266,9 +257,7 @@ def test_bridge_mode_service_in_cloud_map_srv(cluster_server, image):
     ports = sorted(t["containers"][0]["networkBindings"][0]["hostPort"] for t in run)
 
     def discovered():
-        found = sd.discover_instances(NamespaceName=ns, ServiceName="web")["Instances"]
-        return sorted((i["Attributes"]["AWS_INSTANCE_IPV4"], int(i["Attributes"]["AWS_INSTANCE_PORT"]))
-                      for i in found)
+        return support.discovered(sd, ns, "web")
     got = wait_for(lambda: (d := discovered()) and len(d) == 2 and d, "both tasks in Cloud Map", deadline_s=60)
     assert sorted(p for _, p in got) == ports
     assert len({a for a, _ in got}) == 2  # one task per host, each at its host's address

@@ -236,11 +236,57 @@ def test_unhealthy_target_out_and_back(env):
             s.shutdown()
 
 
-def test_service_links_refused_with_reasons(env):
-    """A service's loadBalancers that cannot work are refused at CreateService with a
-    reason: bridge mode on a cluster without container instances, a container port the
-    definition does not map, an ip target group for bridge mode."""
+def test_bridge_mode_on_the_servers_own_node(env):
+    """Bridge networking with dynamic host ports on a cluster without container
+    instances, where the server's own node runs the tasks: each task is an instance
+    target (the built-in node's ec2InstanceId and the task's host port) and an SRV
+    instance in Cloud Map (the node's bridge address and the host port); requests
+    through the listener and to the discovered addresses reach both tasks."""
     srv, image, _ = env
+    ecs, elb, sd = srv.ecs(), srv._client("elbv2"), srv.servicediscovery()
+    _, arn, port = support.lb_forwarding(elb, "own", health_path="/users/")
+    ns = support.unique("own") + ".local"
+    op = sd.create_private_dns_namespace(Name=ns, Vpc="vpc-berth")["OperationId"]
+    ns_id = sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+    reg = sd.create_service(Name="web", NamespaceId=ns_id,
+                            DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 5}]})["Service"]
+    td = ecs.register_task_definition(
+        family=support.unique("own"), networkMode="bridge", requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "web", "image": image, "memory": 32, "command": WEB, "stopTimeout": 2,
+                               "portMappings": [{"containerPort": 8080, "hostPort": 0}]}])["taskDefinition"]
+    name = support.unique("own")
+    ecs.create_service(serviceName=name, taskDefinition=td["taskDefinitionArn"], desiredCount=2, launchType="EC2",
+                       loadBalancers=[{"targetGroupArn": arn, "containerName": "web", "containerPort": 8080}],
+                       serviceRegistries=[{"registryArn": reg["Arn"], "containerName": "web", "containerPort": 8080}])
+    run = wait_for(lambda: (r := _running(ecs, name)) and len(r) == 2 and r, "2 tasks RUNNING", deadline_s=60)
+    assert all("containerInstanceArn" not in t for t in run)  # the server's own node
+    ports = sorted(t["containers"][0]["networkBindings"][0]["hostPort"] for t in run)
+
+    def healthy():
+        return support.healthy_targets(elb, arn)
+    got = wait_for(lambda: (h := healthy()) and len(h) == 2 and h, "both tasks healthy targets", deadline_s=60)
+    events = [e["message"] for e in ecs.describe_services(services=[name])["services"][0]["events"]]
+    assert [p for _, p in got] == ports, events
+    assert len({i for i, _ in got}) == 1 and got[0][0].startswith("i-"), got
+    seen = {requests.get(f"http://127.0.0.1:{port}/users/", timeout=5).text.strip() for _ in range(20)}
+    assert len(seen) == 2, seen
+
+    def discovered():
+        return support.discovered(sd, ns, "web")
+    found = wait_for(lambda: (d := discovered()) and len(d) == 2 and d, "both tasks in Cloud Map", deadline_s=60)
+    assert [p for _, p in found] == ports
+    assert {requests.get(f"http://{a}:{p}/users/", timeout=5).text.strip() for a, p in found} == seen
+
+    ecs.update_service(service=name, desiredCount=0)
+    ecs.delete_service(service=name)
+    wait_for(lambda: not _running(ecs, name), "the service's tasks stopped")
+    wait_for(lambda: discovered() == [] and not elb.describe_target_health(TargetGroupArn=arn)
+             ["TargetHealthDescriptions"], "no target and no instance left", deadline_s=60)
+
+
+def _bridge_behind_lb(srv, image):
+    """On `srv`: a load balancer forwarding to an instance target group, and a bridge-mode
+    task definition; (ecs client, task definition ARN, the service's loadBalancers entry)."""
     ecs, elb = srv.ecs(), srv._client("elbv2")
     lb = elb.create_load_balancer(Name=support.unique("rf")[:32])["LoadBalancers"][0]
     tg = elb.create_target_group(Name=support.unique("rf")[:32], Protocol="HTTP", Port=80,
@@ -252,11 +298,25 @@ def test_service_links_refused_with_reasons(env):
         containerDefinitions=[{"name": "web", "image": image, "memory": 32, "command": WEB,
                                "portMappings": [{"containerPort": 8080, "hostPort": 0}]}])["taskDefinition"]
     link = {"targetGroupArn": tg["TargetGroupArn"], "containerName": "web", "containerPort": 8080}
-    with pytest.raises(ecs.exceptions.InvalidParameterException, match="no container instances"):
-        ecs.create_service(serviceName=support.unique("rf"), taskDefinition=td["taskDefinitionArn"],
-                           desiredCount=1, launchType="EC2", loadBalancers=[link])
+    return ecs, td["taskDefinitionArn"], link
+
+
+def test_service_links_refused_with_reasons(env, berth_factory):
+    """A service's loadBalancers that cannot work are refused at CreateService with a
+    reason: bridge mode on a server with neither container instances nor a node of its
+    own (`--no-agent`), and a container port the definition does not map."""
+    srv, image, _ = env
+    bare = berth_factory(["--no-agent"])
+    try:
+        bare_ecs, bare_td, link = _bridge_behind_lb(bare, image)
+        with pytest.raises(bare_ecs.exceptions.InvalidParameterException, match="no container instances"):
+            bare_ecs.create_service(serviceName=support.unique("rf"), taskDefinition=bare_td,
+                                    desiredCount=1, launchType="EC2", loadBalancers=[link])
+    finally:
+        bare.stop()
+    ecs, td, link = _bridge_behind_lb(srv, image)
     with pytest.raises(ecs.exceptions.InvalidParameterException, match="did not have a container port 9999"):
-        ecs.create_service(serviceName=support.unique("rf"), taskDefinition=td["taskDefinitionArn"],
+        ecs.create_service(serviceName=support.unique("rf"), taskDefinition=td,
                            desiredCount=1, launchType="EC2", loadBalancers=[{**link, "containerPort": 9999}])
     assert not ecs.list_services()["serviceArns"] or all(
         "rf" not in a for a in ecs.list_services()["serviceArns"])

@@ -778,6 +778,9 @@ async fn start_agent(
             })?
             .map_err(ServerError::Agent)?;
     let addr = SocketAddr::new(agent.ctx.gateway().into(), port);
+    // Bridge- and host-mode tasks' host ports are bound on every address, the gateway
+    // included: the load balancer and other tasks reach them there.
+    app.ecs.set_builtin_address(agent.ctx.gateway().to_string());
     match agent.serve_endpoints().await {
         Ok(_) => {}
         Err(berth_agent::EndpointError::Metadata(a, e)) => return Err(ServerError::Metadata(a, e)),

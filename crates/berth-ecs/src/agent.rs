@@ -394,6 +394,10 @@ impl Ecs {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(_, r, _)| Some((r.ec2_instance_id, r.address?)))
+            .chain(
+                self.builtin_host()
+                    .and_then(|h| Some((h.ec2_id, h.address?))),
+            )
             .collect()
     }
 

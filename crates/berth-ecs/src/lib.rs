@@ -34,6 +34,7 @@ pub mod validate;
 
 pub use error::EcsError;
 pub use ops::Ecs;
+pub use services::BUILTIN_INSTANCE_ID;
 
 /// Per-call facts the API layer knows and this crate needs.
 #[derive(Debug, Clone)]

@@ -504,6 +504,9 @@ pub struct Ecs {
     /// EC2 tasks also run on the built-in agent: the server's own host is the
     /// cluster's instance (one machine, before container instances register).
     pub(crate) ec2_on_builtin: bool,
+    /// Where the built-in node's bridge- and host-mode tasks are reached (its bridge
+    /// gateway: the host ports are bound on every address of the machine).
+    pub(crate) builtin_address: std::sync::OnceLock<String>,
     pub(crate) changes: watch::Sender<u64>,
     /// The services' load balancers and registries (set by the server).
     pub(crate) links: std::sync::RwLock<Option<Arc<dyn crate::links::ServiceLinks>>>,
@@ -526,6 +529,7 @@ impl Ecs {
             store,
             builtin_agent,
             ec2_on_builtin: false,
+            builtin_address: std::sync::OnceLock::new(),
             changes,
             links: std::sync::RwLock::new(None),
         }
@@ -546,6 +550,14 @@ impl Ecs {
     pub fn with_builtin_ec2(mut self, on: bool) -> Self {
         self.ec2_on_builtin = on && self.builtin_agent.is_some();
         self
+    }
+
+    /// Where the built-in node's bridge- and host-mode tasks are reached (set once the
+    /// built-in agent has its bridge). With it, such tasks on a cluster without
+    /// container instances can be load-balancer targets ([`BUILTIN_INSTANCE_ID`] and
+    /// the host port) and Cloud Map instances (this address and the host port).
+    pub fn set_builtin_address(&self, address: String) {
+        let _ = self.builtin_address.set(address);
     }
 
     /// Runs operation `op` with its JSON `body`. Blocking (the store makes every write

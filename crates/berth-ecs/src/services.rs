@@ -305,11 +305,7 @@ fn link_task(t: &TaskRecord, r: &RegLink, hosts: &HostIds) -> LinkTask {
             r.port.or(r.container.as_ref().map(|c| c.1)),
         )
     } else {
-        let host = t
-            .task
-            .container_instance_arn
-            .as_deref()
-            .and_then(|arn| hosts.get(arn));
+        let host = host_of(t, hosts);
         let port = r.container.as_ref().and_then(|(name, port)| {
             let containers = t
                 .task
@@ -358,14 +354,32 @@ fn lb_links(r: &ServiceRecord) -> Vec<LbLink> {
 #[derive(Debug, Clone)]
 pub(crate) struct HostRef {
     /// How a target group names it (`ec2InstanceId`).
-    ec2_id: String,
+    pub(crate) ec2_id: String,
     /// Where it is reached (Cloud Map's `AWS_INSTANCE_IPV4` for its bridge and host
     /// tasks); `None` for an instance registered without one.
-    address: Option<String>,
+    pub(crate) address: Option<String>,
 }
 
-/// Every container instance, by containerInstanceArn.
+/// The `ec2InstanceId` by which target groups name the server's built-in node, where
+/// a cluster without container instances runs its EC2 tasks.
+pub const BUILTIN_INSTANCE_ID: &str = "i-00000000000000001";
+
+/// The [`HostIds`] key of the built-in node (its tasks have no containerInstanceArn).
+const BUILTIN_KEY: &str = "";
+
+/// Every container instance, by containerInstanceArn (the built-in node under
+/// [`BUILTIN_KEY`]).
 pub(crate) type HostIds = HashMap<String, HostRef>;
+
+/// The node task `t` runs on.
+fn host_of<'h>(t: &TaskRecord, hosts: &'h HostIds) -> Option<&'h HostRef> {
+    hosts.get(
+        t.task
+            .container_instance_arn
+            .as_deref()
+            .unwrap_or(BUILTIN_KEY),
+    )
+}
 
 /// Where task `t` is a target for `l`: awsvpc — its address and the container port;
 /// bridge and host modes — its instance's `ec2InstanceId` and the host port bound to
@@ -374,7 +388,7 @@ fn task_target(t: &TaskRecord, l: &LbLink, hosts: &HostIds) -> Option<TargetRef>
     if t.network_mode == "awsvpc" {
         return task_address(t).map(|a| (a, l.port));
     }
-    let host = hosts.get(t.task.container_instance_arn.as_deref()?)?;
+    let host = host_of(t, hosts)?;
     let containers = t
         .task
         .containers
@@ -413,8 +427,8 @@ fn registry_links(r: &ServiceRecord) -> Vec<RegLink> {
         .collect()
 }
 
-/// The [`HostIds`] of `instances`.
-fn host_ids(instances: &[InstanceRecord]) -> HostIds {
+/// The [`HostIds`] of `instances` and the built-in node.
+fn host_ids(instances: &[InstanceRecord], builtin: Option<HostRef>) -> HostIds {
     instances
         .iter()
         .map(|i| {
@@ -424,10 +438,22 @@ fn host_ids(instances: &[InstanceRecord]) -> HostIds {
             };
             (i.arn.clone(), host)
         })
+        .chain(builtin.map(|h| (BUILTIN_KEY.to_string(), h)))
         .collect()
 }
 
 impl Ecs {
+    /// The built-in node as an instance, when it runs EC2 tasks and has its address.
+    pub(crate) fn builtin_host(&self) -> Option<HostRef> {
+        if !self.ec2_on_builtin {
+            return None;
+        }
+        Some(HostRef {
+            ec2_id: BUILTIN_INSTANCE_ID.to_string(),
+            address: Some(self.builtin_address.get()?.clone()),
+        })
+    }
+
     /// `cluster`'s container instances.
     fn cluster_instances(&self, cluster: &str) -> Result<Vec<InstanceRecord>, EcsError> {
         Ok(self
@@ -435,6 +461,12 @@ impl Ecs {
             .into_iter()
             .map(|(_, i, _)| i)
             .collect())
+    }
+
+    /// Whether `cluster`'s bridge- and host-mode tasks run on an instance that links
+    /// can name: a container instance, or the built-in node on a cluster without any.
+    fn has_instance_for(&self, cluster: &str) -> Result<bool, EcsError> {
+        Ok(!self.cluster_instances(cluster)?.is_empty() || self.builtin_host().is_some())
     }
 
     fn service_cluster(&self, cluster: Option<&str>) -> Result<String, EcsError> {
@@ -752,7 +784,7 @@ impl Ecs {
                 .filter(|i| i.status == "DRAINING")
                 .map(|i| i.arn.clone())
                 .collect();
-            let hosts = host_ids(&instances);
+            let hosts = host_ids(&instances, self.builtin_host());
             let records: Vec<TaskRecord> = self
                 .list::<TaskRecord>(&format!("/ecs/tasks/{}/", rec.cluster))?
                 .into_iter()
@@ -1039,7 +1071,10 @@ impl Ecs {
         let hosts = if t.network_mode == "awsvpc" {
             HostIds::new()
         } else {
-            host_ids(&self.cluster_instances(cluster).unwrap_or_default())
+            host_ids(
+                &self.cluster_instances(cluster).unwrap_or_default(),
+                self.builtin_host(),
+            )
         };
         let targets: Vec<(String, String, u16)> = if t.task.last_status == "RUNNING" {
             lb_links(&rec)
@@ -1119,8 +1154,9 @@ impl Ecs {
                     "A task definition with network mode none has no ports: it cannot be used with a load balancer.".into(),
                 ));
             }
-            // Bridge and host tasks are registered as their container instance.
-            if network_mode != "awsvpc" && self.cluster_instances(cluster)?.is_empty() {
+            // Bridge and host tasks are registered as their container instance (the
+            // built-in node, on a cluster without any).
+            if network_mode != "awsvpc" && !self.has_instance_for(cluster)? {
                 return Err(bad(format!(
                     "Cluster {cluster} has no container instances: {network_mode}-mode tasks behind a load balancer are registered by instance and host port. Join hosts (berth agent, or berth server --hosts N) or use network mode awsvpc."
                 )));
@@ -1169,7 +1205,7 @@ impl Ecs {
                         "The container {name} did not have a container port {port} defined."
                     )));
                 }
-                if self.cluster_instances(cluster)?.is_empty() {
+                if !self.has_instance_for(cluster)? {
                     return Err(bad(format!(
                         "Cluster {cluster} has no container instances: {network_mode}-mode tasks are registered in Cloud Map by their instance's address and host port. Join hosts (berth agent, or berth server --hosts N) or use network mode awsvpc."
                     )));
