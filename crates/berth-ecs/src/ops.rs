@@ -507,6 +507,8 @@ pub struct Ecs {
     /// Where the built-in node's bridge- and host-mode tasks are reached (its bridge
     /// gateway: the host ports are bound on every address of the machine).
     pub(crate) builtin_address: std::sync::OnceLock<String>,
+    /// Throttles the links' warnings.
+    pub(crate) link_log: crate::services::LinkLog,
     pub(crate) changes: watch::Sender<u64>,
     /// The services' load balancers and registries (set by the server).
     pub(crate) links: std::sync::RwLock<Option<Arc<dyn crate::links::ServiceLinks>>>,
@@ -530,6 +532,7 @@ impl Ecs {
             builtin_agent,
             ec2_on_builtin: false,
             builtin_address: std::sync::OnceLock::new(),
+            link_log: Default::default(),
             changes,
             links: std::sync::RwLock::new(None),
         }

@@ -806,7 +806,7 @@ impl Ecs {
                         .filter(|t| t.task.group == group)
                         .collect()
                 };
-                sync_links(l.as_ref(), &rec, &hosts, reread);
+                sync_links(l.as_ref(), &rec, &hosts, &self.link_log, reread);
             }
             let tasks: Vec<TaskView> = records
                 .iter()
@@ -967,6 +967,30 @@ pub(crate) struct Unlink {
     pub(crate) drain_until: Option<f64>,
 }
 
+/// Warnings of the links, at most one a minute per service, link and kind: the
+/// controller retries every second, and a target group deleted under a service would
+/// otherwise log the same line every round.
+#[derive(Debug, Default)]
+pub(crate) struct LinkLog {
+    last: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl LinkLog {
+    const EVERY_MS: u64 = 60_000;
+
+    /// Whether a warning with `key` may be logged now.
+    fn allow(&self, key: &str, now_ms: u64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get(key) {
+            Some(t) if now_ms.saturating_sub(*t) < Self::EVERY_MS => false,
+            _ => {
+                last.insert(key.to_string(), now_ms);
+                true
+            }
+        }
+    }
+}
+
 /// One round of a service's links: its serving tasks registered with its target groups
 /// and registries, the others removed (errors are logged; the next round retries).
 /// `reread` lists the service's tasks again: it is called after the registrations are
@@ -976,8 +1000,12 @@ fn sync_links(
     links: &dyn ServiceLinks,
     rec: &ServiceRecord,
     hosts: &HostIds,
+    log: &LinkLog,
     reread: impl Fn() -> Vec<TaskRecord>,
 ) {
+    let now = now_ms();
+    let warn =
+        |link: &str, what: &str| log.allow(&format!("{}|{link}|{what}", rec.service_name), now);
     let lbs = lb_links(rec);
     let regs = registry_links(rec);
     if lbs.is_empty() && regs.is_empty() {
@@ -988,7 +1016,9 @@ fn sync_links(
         let registered = match links.targets(tg) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot read the target group");
+                if warn(tg, "cannot read the target group") {
+                    tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot read the target group (again at most once a minute)");
+                }
                 continue;
             }
         };
@@ -996,12 +1026,16 @@ fn sync_links(
         let p = crate::links::plan(&tasks, &registered);
         if !p.register.is_empty() {
             if let Err(e) = links.register_targets(tg, &p.register) {
-                tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot register targets");
+                if warn(tg, "cannot register targets") {
+                    tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot register targets (again at most once a minute)");
+                }
             }
         }
         if !p.deregister.is_empty() {
             if let Err(e) = links.deregister_targets(tg, &p.deregister) {
-                tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot deregister targets");
+                if warn(tg, "cannot deregister targets") {
+                    tracing::warn!(service = %rec.service_name, target_group = %tg, error = %e, "cannot deregister targets (again at most once a minute)");
+                }
             }
         }
     }
@@ -1010,7 +1044,9 @@ fn sync_links(
         let registered = match links.instances(registry) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot read the registry");
+                if warn(registry, "cannot read the registry") {
+                    tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot read the registry (again at most once a minute)");
+                }
                 continue;
             }
         };
@@ -1018,12 +1054,16 @@ fn sync_links(
         let (put, gone) = crate::links::plan_instances(&tasks, &registered);
         for (id, addr, port, healthy) in put {
             if let Err(e) = links.register_instance(registry, &id, &addr, port, healthy) {
-                tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot register an instance");
+                if warn(registry, "cannot register an instance") {
+                    tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot register an instance (again at most once a minute)");
+                }
             }
         }
         for id in gone {
             if let Err(e) = links.deregister_instance(registry, &id) {
-                tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot deregister an instance");
+                if warn(registry, "cannot deregister an instance") {
+                    tracing::warn!(service = %rec.service_name, %registry, error = %e, "cannot deregister an instance (again at most once a minute)");
+                }
             }
         }
     }
@@ -1237,5 +1277,21 @@ impl Ecs {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LinkLog;
+
+    /// A warning is let through once a minute per key; other keys are not held back.
+    #[test]
+    fn link_warnings_once_a_minute() {
+        let log = LinkLog::default();
+        assert!(log.allow("web|tg|read", 1_000));
+        assert!(!log.allow("web|tg|read", 2_000));
+        assert!(log.allow("web|tg|register", 2_000));
+        assert!(!log.allow("web|tg|read", 60_999));
+        assert!(log.allow("web|tg|read", 61_000));
     }
 }
