@@ -532,6 +532,13 @@ def lb_forwarding(elb, prefix: str, health_path: str = "/") -> tuple[dict, str, 
     return lb, arn, port
 
 
+def dns_namespace(sd, prefix: str) -> tuple[str, str]:
+    """A new Cloud Map private DNS namespace `<unique>.local`: (name, id)."""
+    ns = unique(prefix) + ".local"
+    op = sd.create_private_dns_namespace(Name=ns, Vpc="vpc-berth")["OperationId"]
+    return ns, sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+
+
 def healthy_targets(elb, tg_arn: str) -> list[tuple[str, int]]:
     """The target group's healthy targets, sorted: (id, port)."""
     h = elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]

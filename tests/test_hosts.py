@@ -212,13 +212,6 @@ def test_bridge_mode_service_behind_alb(cluster_server, image):
     wait_for(lambda: not _running(ecs, "default", "bridged"), "the bridged service's tasks stopped")
 
 
-def _namespace(sd, prefix: str) -> tuple[str, str]:
-    """A new private DNS namespace: (name, id)."""
-    ns = support.unique(prefix) + ".local"
-    op = sd.create_private_dns_namespace(Name=ns, Vpc="vpc-berth")["OperationId"]
-    return ns, sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
-
-
 def test_bridge_mode_service_in_cloud_map_srv(cluster_server, image):
     """Bridge networking with dynamic host ports in Cloud Map, as ECS does it: the
     registry entry names the container and its port, the Cloud Map service has SRV
@@ -229,7 +222,7 @@ def test_bridge_mode_service_in_cloud_map_srv(cluster_server, image):
     mode with ECS's reasons."""
     srv, instances, _ = cluster_server
     ecs, sd = srv.ecs(), srv.servicediscovery()
-    ns, ns_id = _namespace(sd, "srv")
+    ns, ns_id = support.dns_namespace(sd, "srv")
     reg = sd.create_service(Name="web", NamespaceId=ns_id,
                             DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 5}]})["Service"]
     reg_a = sd.create_service(Name="web-a", NamespaceId=ns_id,
@@ -295,7 +288,7 @@ def test_tasks_on_hosts_resolve_cloud_map_names(cluster_server, image):
     service's task addresses."""
     srv, instances, _ = cluster_server
     ecs, sd = srv.ecs(), srv.servicediscovery()
-    ns, ns_id = _namespace(sd, "hosts")
+    ns, ns_id = support.dns_namespace(sd, "hosts")
     reg = sd.create_service(Name="web", NamespaceId=ns_id,
                             DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 5}]})["Service"]
     td = ecs.register_task_definition(

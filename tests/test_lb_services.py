@@ -62,9 +62,7 @@ def test_service_behind_alb_and_in_cloud_map(env):
     elb.create_rule(ListenerArn=listener["ListenerArn"], Priority=10,
                     Conditions=[{"Field": "path-pattern", "Values": ["/users*"]}],
                     Actions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])
-    ns_name = support.unique("forum") + ".local"
-    op = sd.create_private_dns_namespace(Name=ns_name, Vpc="vpc-berth")["OperationId"]
-    ns_id = sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+    ns_name, ns_id = support.dns_namespace(sd, "forum")
     reg = sd.create_service(Name="users", NamespaceId=ns_id, DnsConfig={
         "DnsRecords": [{"Type": "A", "TTL": 10}]})["Service"]
 
@@ -245,9 +243,7 @@ def test_bridge_mode_on_the_servers_own_node(env):
     srv, image, _ = env
     ecs, elb, sd = srv.ecs(), srv._client("elbv2"), srv.servicediscovery()
     _, arn, port = support.lb_forwarding(elb, "own", health_path="/users/")
-    ns = support.unique("own") + ".local"
-    op = sd.create_private_dns_namespace(Name=ns, Vpc="vpc-berth")["OperationId"]
-    ns_id = sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+    ns, ns_id = support.dns_namespace(sd, "own")
     reg = sd.create_service(Name="web", NamespaceId=ns_id,
                             DnsConfig={"DnsRecords": [{"Type": "SRV", "TTL": 5}]})["Service"]
     td = ecs.register_task_definition(

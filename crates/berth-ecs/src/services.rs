@@ -305,20 +305,13 @@ fn link_task(t: &TaskRecord, r: &RegLink, hosts: &HostIds) -> LinkTask {
             r.port.or(r.container.as_ref().map(|c| c.1)),
         )
     } else {
-        let host = host_of(t, hosts);
-        let port = r.container.as_ref().and_then(|(name, port)| {
-            let containers = t
-                .task
-                .containers
-                .iter()
-                .map(|c| (c.name.as_str(), c.network_bindings.as_slice()));
-            crate::links::host_port(containers, name, *port)
-        });
-        match (host.and_then(|h| h.address.clone()), port) {
-            (Some(a), Some(p)) => (Some(a), Some(p)),
-            // Not registrable until both are known.
-            _ => (None, None),
-        }
+        // Not registrable until both are known.
+        let placed = || {
+            let address = host_of(t, hosts)?.address.clone()?;
+            let (name, port) = r.container.as_ref()?;
+            Some((address, task_host_port(t, name, *port)?))
+        };
+        placed().map_or((None, None), |(a, p)| (Some(a), Some(p)))
     };
     LinkTask {
         id: task_id(t),
@@ -389,13 +382,18 @@ fn task_target(t: &TaskRecord, l: &LbLink, hosts: &HostIds) -> Option<TargetRef>
         return task_address(t).map(|a| (a, l.port));
     }
     let host = host_of(t, hosts)?;
+    let port = task_host_port(t, &l.container, l.port)?;
+    Some((host.ec2_id.clone(), port))
+}
+
+/// The host port task `t`'s container `name` has bound for `container_port`.
+fn task_host_port(t: &TaskRecord, name: &str, container_port: u16) -> Option<u16> {
     let containers = t
         .task
         .containers
         .iter()
         .map(|c| (c.name.as_str(), c.network_bindings.as_slice()));
-    let port = crate::links::host_port(containers, &l.container, l.port)?;
-    Some((host.ec2_id.clone(), port))
+    crate::links::host_port(containers, name, container_port)
 }
 
 fn target_task(t: &TaskRecord, l: &LbLink, hosts: &HostIds) -> TargetTask {
